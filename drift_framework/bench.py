@@ -1,0 +1,3 @@
+"""``drift bench``: placeholder replaced below."""
+def add_parser(sub):
+    pass

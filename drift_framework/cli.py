@@ -1,0 +1,163 @@
+"""The ``drift`` command: parses arguments, calls the library, prints.
+
+Errors print one line (``error: …``) and exit non-zero; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+
+from . import __version__
+
+EXIT_ERROR = 2
+
+
+def _cmd_run(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .loop import run
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    frames = args.frames or recipe.run["frames"]
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+                  disable=args.quiet) as bar:
+        task = bar.add_task(recipe.name, total=frames, info="")
+
+        def progress(step):
+            info = f"offset {step.offset[0]:+.2f},{step.offset[1]:+.2f} px" if math.isfinite(step.offset[0]) else ""
+            bar.update(task, advance=1, info=info)
+
+        summary = run(recipe, output=args.output, frames=args.frames, progress=progress)
+    _print_summary(summary)
+    return 0 if summary.stop_reason in ("completed", "interrupted (Ctrl-C)") else 1
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {summary.name}: {summary.stop_reason}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    rows = [
+        ("steps", f"{summary.steps}"),
+        ("corrections sent", f"{summary.corrected}"),
+        ("estimates gated (not acted on)", f"{summary.skipped}"),
+        ("commands clipped by limits", f"{summary.clipped}"),
+    ]
+    if math.isfinite(summary.residual_rms_px):
+        rows += [
+            (f"residual drift, RMS after {summary.warmup_frames} frames", f"{summary.residual_rms_px:.3f} px"),
+            ("uncorrected drift, RMS", f"{summary.uncorrected_rms_px:.3f} px"),
+            ("measurement error, RMS", f"{summary.measurement_rmse_px:.3f} px"),
+        ]
+    rows += [("time", f"{summary.duration_s:.1f} s"), ("run file", summary.output)]
+    for r in rows:
+        table.add_row(*r)
+    Console().print(table)
+
+
+def _cmd_validate(args) -> int:
+    from .loop import _build, _close
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if not args.no_build:
+        parts = _build(recipe)
+        for part in parts:
+            if part is not None:
+                _close(part)
+    print(f"{args.recipe}: ok ({recipe.name}: {recipe.source.plugin if recipe.source else '-'} → "
+          f"{' → '.join(s.plugin for s in recipe.pipeline.values())} → {recipe.controller.plugin}"
+          f"{' → ' + recipe.actuator.plugin if recipe.actuator else ''})")
+    return 0
+
+
+def _cmd_plugins(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .registry import get_registry
+
+    reg = get_registry()
+    console = Console()
+    table = Table(title="components")
+    for col in ("kind", "name", "package", "description"):
+        table.add_column(col)
+    for kind, entries in reg.components.items():
+        for name in sorted(entries):
+            e = entries[name]
+            table.add_row(kind, name, e.package, e.component.description)
+    console.print(table)
+    presets = Table(title="pipeline presets")
+    for col in ("name", "pipeline", "package", "description"):
+        presets.add_column(col)
+    for name in sorted(reg.presets):
+        preset, package = reg.presets[name]
+        chain = " → ".join(str(v["plugin"] if isinstance(v, dict) else v) for v in preset.pipeline.values())
+        presets.add_row(name, chain, package, preset.description)
+    console.print(presets)
+    for kind_name, (a, b) in reg.clashes.items():
+        console.print(f"[yellow]warning:[/] {kind_name[0]} {kind_name[1]!r} is registered by both {a} and {b}")
+    for name, package, error in reg.broken:
+        console.print(f"[yellow]warning:[/] plugin {name} ({package}) was skipped: {error}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drift", description="Measure and correct microscope drift.")
+    parser.add_argument("--version", action="version", version=f"drift_framework {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a closed-loop correction recipe")
+    p.add_argument("recipe")
+    p.add_argument("-o", "--output", help="run file (overrides run.output)")
+    p.add_argument("--frames", type=int, help="number of frames (overrides run.frames)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="validate a recipe and build every component (dry run)")
+    p.add_argument("recipe")
+    p.add_argument("--no-build", action="store_true", help="only validate, do not build components")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("plugins", help="list components by kind, with their package, and presets")
+    p.set_defaults(func=_cmd_plugins)
+
+    from . import bench
+    bench.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for the user; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""The closed-loop engine: acquire → estimate → control → actuate → record.
+
+What to do comes from the recipe; this module only runs it.  The engine owns
+the safety rules: every actuator command is clipped to the recipe's limits
+(largest step, total travel), estimates that fail the confidence/uncertainty
+gates never move the actuator, too many bad estimates in a row stop the run,
+and Ctrl-C stops after the current step with the run file closed.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .pipeline import Pipeline, build_component
+from .recipe import Recipe, load_recipe
+from .registry import get_registry
+from .store import RunWriter
+from .types import BuildContext, FrameError, Shift
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run", "Step", "RunContext", "RunSummary", "Limits", "calibration_matrix", "WARMUP_FRAMES"]
+
+WARMUP_FRAMES = 10
+
+
+@dataclass
+class Limits:
+    """Hard limits on actuator commands, in actuator units."""
+
+    max_step: float
+    travel: float
+
+    def clip(self, command: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Clip ``command`` so the step and the resulting position stay inside the limits."""
+        cmd = np.nan_to_num(np.asarray(command, float), nan=0.0, posinf=0.0, neginf=0.0)
+        clipped = not np.all(np.isfinite(command))
+        norm = float(np.hypot(*cmd))
+        if norm > self.max_step:
+            cmd = cmd * (self.max_step / norm)
+            clipped = True
+        target = np.clip(position + cmd, -self.travel, self.travel)
+        if np.any(np.abs(target - (position + cmd)) > 0):
+            clipped = True
+        cmd = target - position
+        # Rounding must never push a step past the limit.
+        norm = float(np.hypot(*cmd))
+        if norm > self.max_step:
+            cmd = cmd * (self.max_step / norm) * (1 - 1e-12)
+        return cmd, clipped
+
+
+@dataclass
+class Step:
+    """One recorded step (what observers receive)."""
+
+    index: int
+    time_s: float
+    status: int
+    shift: Shift | None = None
+    offset: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
+    fov: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    command: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    requested: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    clipped: bool = False
+    true_offset: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
+    true_drift: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
+    step_seconds: float = float("nan")
+    message: str = ""
+
+    def row(self) -> dict:
+        s = self.shift
+        return {
+            "index": self.index, "time_s": self.time_s, "status": self.status,
+            "shift": (s.dy, s.dx) if s else (np.nan, np.nan),
+            "sigma": s.sigma if s else np.nan, "confidence": s.confidence if s else np.nan,
+            "offset": self.offset, "fov": self.fov, "command": self.command, "requested": self.requested,
+            "clipped": int(self.clipped), "true_offset": self.true_offset, "true_drift": self.true_drift,
+            "step_seconds": self.step_seconds,
+        }
+
+
+@dataclass
+class RunSummary:
+    """What a finished run reports (also stored in the run file)."""
+
+    name: str
+    output: str
+    steps: int
+    corrected: int
+    skipped: int
+    clipped: int
+    stop_reason: str
+    duration_s: float
+    residual_rms_px: float = float("nan")
+    uncorrected_rms_px: float = float("nan")
+    measurement_rmse_px: float = float("nan")
+    warmup_frames: int = WARMUP_FRAMES
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class RunContext:
+    """The state of a run that observers can see; ``request_stop`` ends it after the current step."""
+
+    def __init__(self, recipe: Recipe, output: Path, source, pipeline: Pipeline, controller, actuator):
+        self.recipe, self.output = recipe, output
+        self.source, self.pipeline, self.controller, self.actuator = source, pipeline, controller, actuator
+        self.stop_reason: str | None = None
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+
+def calibration_matrix(recipe: Recipe, actuator) -> np.ndarray:
+    """The 2×2 px → actuator-units matrix: the recipe's calibration, else the actuator's own."""
+    cal = recipe.calibration or {}
+    if cal.get("file"):
+        from .calibration import read_calibration  # noqa: PLC0415 (only when asked)
+        return read_calibration(Path(recipe.directory) / cal["file"])
+    if cal.get("matrix") is not None:
+        return np.asarray(cal["matrix"], float)
+    if cal.get("scale") is not None:
+        t = math.radians(cal.get("rotation_deg") or 0.0)
+        return cal["scale"] * np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    return np.asarray(getattr(actuator, "calibration"), float)
+
+
+def _vec(meta: dict, key: str) -> np.ndarray:
+    v = meta.get(key)
+    return np.asarray(v, float) if v is not None else np.full(2, np.nan)
+
+
+def _rms(vectors: np.ndarray) -> float:
+    v = vectors[np.all(np.isfinite(vectors), axis=1)]
+    return float(np.sqrt(np.mean(np.sum(v ** 2, axis=1)))) if len(v) else float("nan")
+
+
+class _Interrupt:
+    """First Ctrl-C: stop after the current step.  Second: stop now."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx, self.previous = ctx, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.ctx.stop_reason == "interrupted (Ctrl-C)":
+            raise KeyboardInterrupt
+        self.ctx.request_stop("interrupted (Ctrl-C)")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _build(recipe: Recipe):
+    ctx = BuildContext(recipe_dir=recipe.directory, extra={"seed": recipe.run.get("seed")})
+    source = build_component(recipe.source, ctx)
+    ctx.source = source
+    try:
+        parts = {k: build_component(s, ctx) for k, s in recipe.pipeline.items()}
+        pipeline = Pipeline(parts["denoiser"], parts["correlator"], parts["estimator"], name=recipe.name,
+                            specs=recipe.pipeline)
+        controller = build_component(recipe.controller, ctx)
+        actuator = build_component(recipe.actuator, ctx) if recipe.actuator else None
+    except BaseException:
+        _close(source)
+        raise
+    return source, pipeline, controller, actuator
+
+
+def _close(component) -> None:
+    close = getattr(component, "close", None)
+    if close is not None:
+        close()
+
+
+def _versions() -> dict:
+    reg = get_registry()
+    out = {"drift_framework": __version__}
+    for plugin, package in reg.packages.items():
+        mod = reg.plugin_manager.get_plugin(plugin)
+        out[package] = getattr(mod, "__version__", "unknown")
+    return out
+
+
+def run(recipe, *, output=None, frames: int | None = None, observers=(), progress=None) -> RunSummary:
+    """Run a closed-loop correction described by a recipe.
+
+    Parameters
+    ----------
+    recipe : Recipe, path, YAML text or dict
+        What to run.
+    output : path, optional
+        Overrides ``run.output``.
+    frames : int, optional
+        Overrides ``run.frames``.
+    observers : sequence of objects
+        Extra plugins (objects with ``drift_run_started`` / ``drift_step_completed`` /
+        ``drift_run_finished`` hook implementations) registered for this run only.
+    progress : callable, optional
+        Called with every :class:`Step` (the CLI draws its progress bar with it).
+
+    Returns
+    -------
+    RunSummary
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    settings = dict(recipe.run)
+    n_frames = frames or settings["frames"]
+    out = Path(output or settings["output"].replace("{name}", recipe.name))
+    pm = get_registry().plugin_manager
+    source, pipeline, controller, actuator = _build(recipe)
+    ctx = RunContext(recipe, out, source, pipeline, controller, actuator)
+    limits = Limits(**recipe.limits) if actuator is not None else None
+    cal = calibration_matrix(recipe, actuator) if actuator is not None else np.eye(2)
+    cal_inv = np.linalg.inv(cal)
+    registered = [pm.register(o) for o in observers]
+    writer = None
+    t0 = time.perf_counter()
+    steps: list[Step] = []
+    counts = {"corrected": 0, "skipped": 0, "clipped": 0}
+    try:
+        first = source.acquire()
+        shape = np.shape(first.data)
+        writer = RunWriter(out, overwrite=settings["overwrite"], frame_shape=shape if settings["save_frames"] else None,
+                           attrs={"recipe": recipe.text, "recipe_path": str(recipe.path), "name": recipe.name,
+                                  "versions": _versions(), "pipeline": pipeline.describe(),
+                                  "calibration": cal, "pixel_size_nm": float(first.pixel_size_nm),
+                                  "warmup_frames": WARMUP_FRAMES})
+        _notify(pm, "drift_run_started", run=ctx)
+        state = _LoopState(settings, controller, actuator, limits, cal, cal_inv)
+        frame = first
+        with _Interrupt(ctx):
+            for i in range(n_frames):
+                if i > 0:
+                    frame = source.acquire()
+                t_step = time.perf_counter()
+                step = state.step(frame, pipeline)
+                step.step_seconds = time.perf_counter() - t_step
+                writer.append(step.row(), np.asarray(frame.data, np.float32) if settings["save_frames"] else None)
+                steps.append(step)
+                counts["corrected"] += step.status == 1
+                counts["skipped"] += step.status in (3, 4)
+                counts["clipped"] += step.clipped
+                if progress is not None:
+                    progress(step)
+                _notify(pm, "drift_step_completed", run=ctx, step=step)
+                if state.bad_in_row >= settings["pause_after_bad"]:
+                    ctx.request_stop(f"{state.bad_in_row} bad estimates in a row (last: {step.message}); "
+                                     "check focus, dose and the pipeline")
+                if ctx.stop_reason:
+                    break
+    except BaseException as exc:
+        ctx.request_stop(f"error: {exc}" if not isinstance(exc, KeyboardInterrupt) else "interrupted (Ctrl-C)")
+        raise
+    finally:
+        summary = _summarize(recipe, out, steps, counts, ctx.stop_reason or "completed", time.perf_counter() - t0)
+        try:
+            if writer is not None:
+                writer.close(summary.as_dict())
+        finally:
+            for component in (actuator, controller, source):
+                _close(component)
+            _notify(pm, "drift_run_finished", run=ctx, summary=summary)
+            for plugin in registered:
+                pm.unregister(plugin)
+    return summary
+
+
+def _notify(pm, hook: str, **kwargs) -> None:
+    try:
+        getattr(pm.hook, hook)(**kwargs)
+    except Exception as exc:  # an observer must not break the run
+        log.warning("observer hook %s failed: %s", hook, exc)
+
+
+def _summarize(recipe, out, steps, counts, reason, duration) -> RunSummary:
+    s = RunSummary(recipe.name, str(out), len(steps), counts["corrected"], counts["skipped"], counts["clipped"],
+                   reason, duration)
+    after = steps[WARMUP_FRAMES:]
+    if after:
+        s.residual_rms_px = _rms(np.array([st.true_offset for st in after]))
+        s.uncorrected_rms_px = _rms(np.array([st.true_drift for st in after]))
+        errors = np.array([st.offset - st.true_offset for st in after if st.status in (1, 2)])
+        s.measurement_rmse_px = _rms(errors) if len(errors) else float("nan")
+    return s
+
+
+class _LoopState:
+    """Reference management, gating and actuation for one run."""
+
+    def __init__(self, settings, controller, actuator, limits, cal, cal_inv):
+        self.settings, self.controller, self.actuator, self.limits = settings, controller, actuator, limits
+        self.cal, self.cal_inv = cal, cal_inv
+        self.reference = None
+        self.reference_offset = np.zeros(2)
+        self.reference_index = 0
+        self.fov = np.zeros(2)          # commanded field-of-view position, px
+        self.position = np.zeros(2)     # commanded actuator position, actuator units
+        self.bad_in_row = 0
+        self.last_time = None
+        self.period = None
+
+    def step(self, frame, pipeline: Pipeline) -> Step:
+        meta = frame.meta or {}
+        step = Step(frame.index, frame.time_s, 0, fov=self.fov.copy(), true_offset=_vec(meta, "true_offset_px"),
+                    true_drift=_vec(meta, "true_drift_px"))
+        if self.last_time is not None and frame.time_s > self.last_time:
+            self.period = frame.time_s - self.last_time
+        self.last_time = frame.time_s
+        if self.reference is None:
+            return self._take_reference(frame, step, np.zeros(2))
+        try:
+            shift = pipeline.estimate(self.reference.data, frame.data)
+        except FrameError as exc:
+            self.bad_in_row += 1
+            step.status, step.message = 4, str(exc)
+            return step
+        step.shift = shift
+        step.offset = self.reference_offset + shift.vector
+        s = self.settings
+        good = (np.isfinite(shift.dy) and np.isfinite(shift.dx)
+                and not (shift.confidence < s["min_confidence"]) and not (shift.sigma > s["max_sigma_px"]))
+        if not good:
+            self.bad_in_row += 1
+            step.status = 3
+            step.message = f"confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px"
+            return step
+        self.bad_in_row = 0
+        self._manage_reference(frame, step)
+        step.status = 2
+        if self.actuator is None or (frame.index % s["correct_every"]) != 0:
+            return step
+        drift = step.offset + self.fov
+        next_time = frame.time_s + (self.period or 0.0)
+        target = np.asarray(self.controller.update(frame.time_s, drift, shift.sigma, self.fov.copy(), next_time), float)
+        requested = self.cal @ (target - self.fov)
+        command, clipped = self.limits.clip(requested, self.position)
+        self.actuator.move_by(command)
+        self.position = self.position + command
+        self.fov = self.fov + self.cal_inv @ command
+        step.requested, step.command, step.clipped, step.status = requested, command, clipped, 1
+        return step
+
+    def _take_reference(self, frame, step, offset) -> Step:
+        self.reference, self.reference_offset, self.reference_index = frame, offset, frame.index
+        step.offset = offset
+        return step
+
+    def _manage_reference(self, frame, step) -> None:
+        mode = self.settings["reference"]
+        if mode == "previous" or (mode == "rolling" and frame.index - self.reference_index >= self.settings["rolling_every"]):
+            self.reference, self.reference_offset, self.reference_index = frame, step.offset.copy(), frame.index

@@ -1,0 +1,204 @@
+"""HDF5 run files: one file per run, one row per step, flushed every step.
+
+The file is written in SWMR mode (single writer, multiple readers), so another
+process can read it while the run goes on, and a killed run leaves a readable
+file holding every flushed step.  Layout::
+
+    /                 attrs: recipe (YAML text), recipe_path, versions (JSON), started_at,
+                             format, finished (only once closed), summary (JSON)
+    /steps/<field>    one row per step (see STEP_FIELDS)
+    /frames           optional (n, H, W) float32, chunked per frame, gzip
+
+Open a run with :func:`read_run` (works on a run still being written).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = ["RunWriter", "RunData", "read_run", "STEP_FIELDS", "STATUS", "StoreError"]
+
+FORMAT = "drift_framework.run/1"
+
+#: field → (per-step shape, dtype, fill value)
+STEP_FIELDS = {
+    "index": ((), "i8", -1),
+    "time_s": ((), "f8", np.nan),
+    "status": ((), "i1", 0),
+    "shift": ((2,), "f8", np.nan),            # measured (dy, dx) vs the reference, px
+    "sigma": ((), "f8", np.nan),              # radial 1-σ of the measurement, px
+    "confidence": ((), "f8", np.nan),
+    "offset": ((2,), "f8", np.nan),           # estimated content offset since the start, px
+    "fov": ((2,), "f8", 0.0),                 # commanded field-of-view position, px
+    "command": ((2,), "f8", 0.0),             # sent to the actuator, actuator units
+    "requested": ((2,), "f8", 0.0),           # before clipping, actuator units
+    "clipped": ((), "i1", 0),
+    "true_offset": ((2,), "f8", np.nan),      # ground truth when the source knows it, px
+    "true_drift": ((2,), "f8", np.nan),       # uncorrected specimen drift, px
+    "step_seconds": ((), "f8", np.nan),       # wall time spent on the step
+}
+
+#: status code → meaning (stored as the ``status_names`` attribute too)
+STATUS = {
+    0: "reference",
+    1: "corrected",
+    2: "measured",        # measured, no correction scheduled (open loop or correct_every)
+    3: "low-confidence",  # measured, gated: actuator not moved
+    4: "bad-frame",       # the frame could not be used: actuator not moved
+    5: "held",            # no estimate needed (e.g. new reference)
+}
+
+
+class StoreError(OSError):
+    """The run file cannot be created or written."""
+
+
+class RunWriter:
+    """Append-only writer of one run file.
+
+    Parameters
+    ----------
+    path : path-like
+        The run file; parent folders are created.
+    attrs : dict
+        Root attributes written before the first step (recipe text, versions …).
+    frame_shape : tuple, optional
+        When given, frames are stored in ``/frames``.
+    overwrite : bool
+        Replace an existing file.
+    """
+
+    def __init__(self, path, *, attrs: dict | None = None, frame_shape=None, overwrite: bool = True):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise StoreError(f"{self.path} exists; set run.overwrite: true or choose another output")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = h5py.File(self.path, "w", libver="latest")
+        except OSError as exc:
+            raise StoreError(f"cannot create the run file {self.path}: {exc}") from None
+        f = self._f
+        f.attrs["format"] = FORMAT
+        f.attrs["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value if isinstance(value, (str, int, float, np.ndarray)) else json.dumps(value)
+        grp = f.create_group("steps")
+        grp.attrs["status_names"] = json.dumps(STATUS)
+        self._ds = {}
+        for name, (shape, dtype, _) in STEP_FIELDS.items():
+            self._ds[name] = grp.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                                chunks=(256, *shape))
+        self._frames = None
+        if frame_shape is not None:
+            self._frames = f.create_dataset("frames", shape=(0, *frame_shape), maxshape=(None, *frame_shape),
+                                            dtype="f4", chunks=(1, *frame_shape), compression="gzip",
+                                            compression_opts=1, shuffle=True)
+        f.swmr_mode = True
+        self.n = 0
+
+    def append(self, row: dict, frame: np.ndarray | None = None) -> None:
+        """Write one step and flush it to disk (missing fields get their fill value)."""
+        unknown = set(row) - set(STEP_FIELDS)
+        if unknown:
+            raise KeyError(f"unknown step fields: {sorted(unknown)}")
+        n = self.n + 1
+        try:
+            for name, ds in self._ds.items():
+                ds.resize(n, axis=0)
+                ds[n - 1] = row.get(name, STEP_FIELDS[name][2])
+            if self._frames is not None and frame is not None:
+                self._frames.resize(n, axis=0)
+                self._frames[n - 1] = frame
+            self._f.flush()
+        except OSError as exc:
+            raise StoreError(f"writing step {n - 1} to {self.path} failed: {exc}") from None
+        self.n = n
+
+    def close(self, summary: dict | None = None) -> None:
+        """Close the file and mark it finished (with the run summary as JSON)."""
+        if self._f is None:
+            return
+        try:
+            self._f.close()
+        finally:
+            self._f = None
+        try:
+            with h5py.File(self.path, "r+") as f:
+                f.attrs["finished"] = True
+                if summary is not None:
+                    f.attrs["summary"] = json.dumps(summary, default=_jsonable)
+        except OSError as exc:
+            raise StoreError(f"could not mark {self.path} finished: {exc}") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+@dataclass
+class RunData:
+    """A run read back: step arrays, root attributes and (optionally) frames."""
+
+    path: str
+    steps: dict
+    attrs: dict
+    frames: np.ndarray | None = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.attrs.get("finished", False))
+
+    @property
+    def summary(self) -> dict:
+        return json.loads(self.attrs["summary"]) if "summary" in self.attrs else {}
+
+    def __len__(self) -> int:
+        return len(self.steps["index"])
+
+
+def read_run(path, *, frames: bool = False) -> RunData:
+    """Read a run file, finished, still being written, or left by a killed run.
+
+    Raises
+    ------
+    StoreError
+        The file is missing or not a drift_framework run file.
+    """
+    path = os.fspath(path)
+    try:
+        f = h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError as exc:
+        raise StoreError(f"cannot open run file {path}: {exc}") from None
+    with f:
+        if f.attrs.get("format") != FORMAT or "steps" not in f:
+            raise StoreError(f"{path} is not a drift_framework run file")
+        grp = f["steps"]
+        steps = {}
+        for name in grp:
+            ds = grp[name]
+            ds.refresh()
+            steps[name] = ds[()]
+        n = min(len(v) for v in steps.values()) if steps else 0  # a step being written may be partial
+        steps = {k: v[:n] for k, v in steps.items()}
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        data = None
+        if frames and "frames" in f:
+            f["frames"].refresh()
+            data = f["frames"][:n]
+    return RunData(path, steps, attrs, data)

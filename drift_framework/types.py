@@ -1,0 +1,321 @@
+"""Data types shared by the core and every plugin.
+
+A :class:`Frame` is what a source acquires, a :class:`Shift` is what a pipeline
+measures.  Sign convention (everywhere in this project)::
+
+    moving[y, x] ≈ reference[y - dy, x - dx]
+
+i.e. the image *content* moved by ``(+dy, +dx)`` pixels between the reference
+and the moving frame.  scikit-image's ``phase_cross_correlation`` returns the
+opposite sign.
+
+The ``Protocol`` classes document what each component kind must provide; the
+core only relies on these methods.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "Frame",
+    "Shift",
+    "CorrelationMap",
+    "Param",
+    "Component",
+    "Preset",
+    "BuildContext",
+    "FrameError",
+    "ParamError",
+    "Pair",
+    "FrameSource",
+    "Denoiser",
+    "Correlator",
+    "ShiftEstimator",
+    "Controller",
+    "Actuator",
+    "COMPONENT_KINDS",
+]
+
+#: The component kinds, in the order a recipe assembles them.
+COMPONENT_KINDS = ("source", "denoiser", "correlator", "estimator", "controller", "actuator")
+
+
+class FrameError(ValueError):
+    """A frame (or a pair of frames) cannot be used for shift estimation."""
+
+
+class ParamError(ValueError):
+    """Raised by a component's ``check`` for a combination of parameters that is invalid.
+
+    ``path`` is the key path below the component (e.g. ``("drift", 0, "velocity_px_per_s")``).
+    """
+
+    def __init__(self, path: tuple, message: str):
+        self.path = tuple(path)
+        super().__init__(message)
+
+
+@dataclass
+class Frame:
+    """One acquired image.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D float32 image.
+    index : int
+        Frame number in the acquisition (0-based).
+    time_s : float
+        Acquisition time (end of the frame) in seconds since the source started.
+    pixel_size_nm : float
+        Calibrated pixel size; ``nan`` when unknown.
+    meta : dict
+        Free-form metadata.  The simulator stores its ground truth here
+        (``true_offset_px``: content displacement since the start, ``(dy, dx)``).
+    """
+
+    data: np.ndarray
+    index: int = 0
+    time_s: float = 0.0
+    pixel_size_nm: float = float("nan")
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A measured displacement of the moving frame's content, in pixels.
+
+    ``sigma`` is the radial 1-σ uncertainty: the expected RMS of the Euclidean
+    error, ``sqrt(E|error|²)``.  ``confidence`` (0–1) is the estimator's
+    probability that the error is below half a pixel.
+    """
+
+    dy: float
+    dx: float
+    sigma: float = float("nan")
+    confidence: float = float("nan")
+    method: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The shift as ``array([dy, dx])``."""
+        return np.array([self.dy, self.dx])
+
+    @property
+    def magnitude(self) -> float:
+        return math.hypot(self.dy, self.dx)
+
+    def __iter__(self):
+        yield self.dy
+        yield self.dx
+
+
+@dataclass
+class CorrelationMap:
+    """What a correlator hands to an estimator.
+
+    ``data`` is the correlation surface with zero lag at ``center``
+    (``data[center] `` ↔ shift (0, 0); ``data[center + (dy, dx)]`` ↔ shift (dy, dx)).
+    ``cross_power`` is the (unshifted) complex cross-power spectrum when the
+    correlator has one (upsampled-DFT refinement needs it).  ``reference`` and
+    ``moving`` are the prepared images (refinement over the overlap needs them).
+    ``normalized`` is true when ``data`` is a correlation coefficient (−1…1).
+    """
+
+    data: np.ndarray
+    center: tuple[int, int]
+    reference: np.ndarray
+    moving: np.ndarray
+    cross_power: np.ndarray | None = None
+    kind: str = ""
+    normalized: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Pair:
+    """A simulated pair with its ground truth, for training and benchmarks.
+
+    ``shift`` is the true ``(dy, dx)``; ``crlb`` the 2×2 Cramér–Rao covariance
+    bound of the pair (``trace`` is the bound on the mean squared Euclidean error).
+    """
+
+    reference: np.ndarray
+    moving: np.ndarray
+    shift: np.ndarray
+    crlb: np.ndarray
+    clean_reference: np.ndarray | None = None
+    clean_moving: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- #
+# Component registrations (what plugin hooks return)
+# --------------------------------------------------------------------------- #
+
+_PARAM_TYPES = ("float", "int", "bool", "str", "vector", "mapping", "list", "any")
+
+
+@dataclass(frozen=True)
+class Param:
+    """Schema of one component parameter (validated by :mod:`drift_framework.recipe`).
+
+    Parameters
+    ----------
+    type : {"float", "int", "bool", "str", "vector", "mapping", "list", "any"}
+        ``vector`` is a list of numbers (``length`` fixes its size); ``mapping`` is a
+        nested dict validated by ``fields`` (or, when ``variants`` is given, by the
+        schema selected by its ``kind`` key); ``list`` is a list of ``item``.
+    default :
+        Used when the key is absent.  ``REQUIRED`` makes the key mandatory.
+    gt, ge, lt, le : float, optional
+        Bounds for numbers (and for each element of a vector).
+    choices : sequence, optional
+        Allowed values.
+    nullable : bool
+        Whether ``null`` is accepted.
+    help : str
+        One line shown in ``drift plugins`` and the recipe reference.
+    """
+
+    type: str = "any"
+    default: Any = None
+    help: str = ""
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    choices: Sequence[Any] | None = None
+    nullable: bool = False
+    length: int | None = None
+    fields: Mapping[str, "Param"] | None = None
+    variants: Mapping[str, Mapping[str, "Param"]] | None = None
+    item: "Param | None" = None
+
+    def __post_init__(self):
+        if self.type not in _PARAM_TYPES:
+            raise ValueError(f"Param type must be one of {_PARAM_TYPES}, got {self.type!r}")
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Marker default: the parameter must be given.
+REQUIRED = _Required()
+
+
+@dataclass
+class BuildContext:
+    """Handed to every component factory.
+
+    ``source`` is the already-built frame source (actuators of the virtual
+    microscope share its state); ``recipe_dir`` resolves relative paths.
+    """
+
+    source: Any = None
+    recipe_dir: str = "."
+    device: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Component:
+    """A component registration returned by a plugin hook.
+
+    Parameters
+    ----------
+    name : str
+        The name recipes use (``plugin: name``).  Lower case with dashes.
+    factory : callable
+        ``factory(params: dict, context: BuildContext) -> component``; ``params``
+        are already validated against ``params`` and filled with defaults.
+    params : dict of str to Param
+        The parameter schema.
+    description : str
+        One line for ``drift plugins``.
+    check : callable, optional
+        ``check(params)`` for rules that span several parameters; raises
+        :class:`ParamError` (reported with the recipe's file and line).
+    """
+
+    name: str
+    factory: Callable[[dict, BuildContext], Any]
+    params: Mapping[str, Param] = field(default_factory=dict)
+    description: str = ""
+    check: Callable[[dict], None] | None = None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pipeline (``denoiser``/``correlator``/``estimator`` specs)."""
+
+    name: str
+    pipeline: Mapping[str, Any]
+    description: str = ""
+
+
+# --------------------------------------------------------------------------- #
+# Protocols: what each component kind must provide
+# --------------------------------------------------------------------------- #
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Produces frames.  ``acquire()`` blocks until the next frame is ready."""
+
+    def acquire(self) -> Frame: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    def denoise(self, image: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Correlator(Protocol):
+    def correlate(self, reference: np.ndarray, moving: np.ndarray) -> CorrelationMap: ...
+
+
+@runtime_checkable
+class ShiftEstimator(Protocol):
+    def estimate(self, cmap: CorrelationMap) -> Shift: ...
+
+
+@runtime_checkable
+class Controller(Protocol):
+    """Turns drift measurements into the next field-of-view target.
+
+    ``update(time_s, drift_px, sigma_px, fov_px)`` receives the measured
+    absolute specimen drift (content displacement plus where the field of view
+    has been moved, in pixels), its uncertainty and the current field-of-view
+    position; it returns the field-of-view position (px) to hold for the next
+    frame, acquired at about ``time_s + frame_time_s``.
+    """
+
+    def update(self, time_s: float, drift_px: np.ndarray, sigma_px: float,
+               fov_px: np.ndarray, next_time_s: float) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class Actuator(Protocol):
+    """Moves the field of view.  Commands are in the actuator's own units.
+
+    ``calibration`` is the 2×2 matrix mapping a field-of-view move in pixels
+    ``(dy, dx)`` to actuator units; ``units`` names them.
+    """
+
+    units: str
+    calibration: np.ndarray
+
+    def move_by(self, command: np.ndarray) -> None: ...

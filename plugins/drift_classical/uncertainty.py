@@ -1,0 +1,89 @@
+"""Noise estimation, shift covariance and confidence shared by the classical estimators."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+from scipy.special import ndtr
+
+_LAPLACE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def noise_std(image: np.ndarray) -> float:
+    """Fast white-noise std estimate (Immerkær 1996): robust to smooth image structure."""
+    h, w = image.shape
+    if h < 3 or w < 3:
+        return float(np.std(image))
+    resp = ndimage.convolve(image.astype(np.float32, copy=False), _LAPLACE, mode="nearest")[1:-1, 1:-1]
+    return float(math.sqrt(math.pi / 2) * np.mean(np.abs(resp), dtype=np.float64) / 6.0)
+
+
+def gradient_information(reference: np.ndarray, moving: np.ndarray, var_r: float, var_m: float) -> np.ndarray:
+    """Signal gradient energy ``Σ ∇μ ∇μᵀ`` estimated from two noisy frames (noise contribution removed)."""
+    out = np.zeros((2, 2))
+    for img, var in ((reference, var_r), (moving, var_m)):
+        gy = (img[2:, 1:-1] - img[:-2, 1:-1]) * 0.5
+        gx = (img[1:-1, 2:] - img[1:-1, :-2]) * 0.5
+        n = gy.size
+        m = np.array([[np.sum(gy * gy, dtype=np.float64), np.sum(gy * gx, dtype=np.float64)],
+                      [0.0, np.sum(gx * gx, dtype=np.float64)]])
+        m[1, 0] = m[0, 1]
+        out += m - np.eye(2) * n * var / 2  # central differences carry σ²/2 of noise per axis
+    out /= 2
+    floor = 1e-9 * max(np.trace(np.abs(out)), 1e-30)
+    vals, vecs = np.linalg.eigh(out)
+    return (vecs * np.maximum(vals, floor)) @ vecs.T
+
+
+def covariance(info: np.ndarray, var_sum: float, efficiency: float = 1.0) -> np.ndarray:
+    """``efficiency² · (σ_r² + σ_m²) · H⁻¹``: the shift covariance of a correlation estimator."""
+    return efficiency ** 2 * var_sum * np.linalg.inv(info)
+
+
+def radial_sigma(cov: np.ndarray, floor_px: float = 0.0) -> float:
+    """Radial 1-σ (``sqrt(E|error|²)``) with a model-error floor added in quadrature."""
+    return float(math.sqrt(max(np.trace(cov), 0.0) + floor_px ** 2))
+
+
+def peak_distinctness(cmap_data: np.ndarray, peak, center, search_mask: np.ndarray | None,
+                      value_std: float) -> float:
+    """Probability that the chosen peak beats every competing local maximum nearer zero shift.
+
+    Peaks farther from zero lose by rule (a lattice repeats itself: the nearest
+    of equal peaks wins), so only maxima closer to zero compete.  ``value_std``
+    is the noise std of one map value; a difference of two values has ``√2`` times that.
+    """
+    if not np.isfinite(value_std) or value_std <= 0:
+        return 1.0
+    local = cmap_data == ndimage.maximum_filter(cmap_data, size=3, mode="wrap")
+    if search_mask is not None:
+        local &= search_mask
+    py, px = peak
+    local[max(py - 1, 0):py + 2, max(px - 1, 0):px + 2] = False
+    yy, xx = np.ogrid[:cmap_data.shape[0], :cmap_data.shape[1]]
+    r2 = (py - center[0]) ** 2 + (px - center[1]) ** 2
+    local &= (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= r2
+    if not local.any():
+        return 1.0
+    second = float(cmap_data[local].max())
+    z = (float(cmap_data[py, px]) - second) / (math.sqrt(2) * value_std)
+    return float(ndtr(z))
+
+
+def ncc_value_std(reference: np.ndarray, moving: np.ndarray, var_r: float, var_m: float,
+                  n_eff: float | None = None) -> float:
+    """Noise std of one value of a global NCC map of these frames (``n_eff``: effective pixel count of the window)."""
+    n = n_eff or reference.size
+    tot_r, tot_m = float(np.var(reference)), float(np.var(moving))
+    p_r, p_m = max(tot_r - var_r, 0.0), max(tot_m - var_m, 0.0)
+    var = (var_m * p_r + var_r * p_m + var_r * var_m) / n
+    return math.sqrt(var) / max(math.sqrt(tot_r * tot_m), 1e-30)
+
+
+def confidence(distinct: float, sigma: float) -> float:
+    """``P(right peak) × P(|error| < 0.5 px)`` for a 2-D Gaussian error of radial RMS ``sigma``."""
+    if not np.isfinite(sigma):
+        return 0.0
+    p_close = 1.0 - math.exp(-0.25 / max(sigma, 1e-9) ** 2)
+    return float(np.clip(distinct * p_close, 0.0, 1.0))

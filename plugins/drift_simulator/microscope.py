@@ -1,0 +1,231 @@
+"""The virtual microscope: a specimen that drifts under a scanning probe, and the
+actuators that move the field of view, all sharing one state."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from drift_framework.types import Frame, Pair
+
+from .drift import build_drift
+from .noise import add_noise, background, fisher_information, pair_crlb
+from .specimen import Specimen, unit_cell_radius
+
+
+def _rotation(deg: float) -> np.ndarray:
+    t = math.radians(deg)
+    return np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+
+
+def _pick(value, rng: np.random.Generator) -> float:
+    """A fixed value, or a uniform draw from ``[lo, hi]``."""
+    if len(value) == 1:
+        return float(value[0])
+    return float(rng.uniform(value[0], value[1]))
+
+
+class VirtualMicroscope:
+    """Frame source ``simulator``: renders a drifting crystal with noise.
+
+    The content offset of a frame is ``drift(t) − fov(t)``: the specimen's drift
+    minus how far the actuators have moved the field of view to follow it.
+    ``Frame.meta`` carries the ground truth: ``true_offset_px`` (content offset
+    since the start), ``true_drift_px`` (uncorrected drift), ``fov_px``.
+    """
+
+    def __init__(self, params: dict, context=None):
+        self.p = params
+        seed = params["seed"] if params["seed"] is not None else (getattr(context, "extra", {}) or {}).get("seed")
+        self.rng = np.random.default_rng(seed)
+        self.shape = (int(params["shape"][0]), int(params["shape"][1]))
+        h, w = self.shape
+        self.frame_time_s = h * w * params["dwell_us"] * 1e-6 + h * params["flyback_us"] * 1e-6
+        self.pixel_size_nm = params["pixel_size_nm"]
+        self.specimen = self._new_specimen(self.rng)
+        sh, sw = self.specimen.size
+        self.origin0 = np.array([(sh - h) / 2, (sw - w) / 2])
+        self.drift = build_drift(params["drift"], self.frame_time_s, self.rng)
+        self.background = background(self.shape, params["background"]["amplitude"],
+                                     params["background"]["scale_px"], self.rng)
+        self.actuators: list = []
+        self.drift0 = np.zeros(2)
+        self.index = 0
+        self.time_s = 0.0
+
+    # -- specimen ----------------------------------------------------------
+    def _specimen_size(self) -> tuple[int, int]:
+        size = self.p["specimen_px"] or [4 * s for s in self.p["shape"]]
+        return int(size[0]), int(size[1])
+
+    def _new_specimen(self, rng, size=None) -> Specimen:
+        p = self.p
+        rotation = _pick(p["rotation_deg"], rng) if p["rotation_deg"] is not None else float(rng.uniform(0, 360))
+        size = size or self._specimen_size()
+        return Specimen.crystal(
+            rng, lattice=p["lattice"], spacing_px=_pick(p["spacing_px"], rng), rotation_deg=rotation, size=size,
+            probe_sigma_px=p["probe_sigma_px"], intensities=p["intensities"],
+            intensity_jitter=p["intensity_jitter"], vacancy_fraction=p["vacancy_fraction"],
+            interstitial_fraction=p["interstitial_fraction"], displacement_px=p["displacement_px"],
+            origin=tuple(rng.uniform(0, 50, 2)))
+
+    def clean(self, specimen: Specimen, origin, shape=None, *, derivatives=False):
+        """Noiseless image (contrast and baseline applied) and optionally its shift derivatives."""
+        shape = shape or self.shape
+        out = specimen.render(origin, shape, derivatives=derivatives)
+        img, der = (out if derivatives else (out, None))
+        sign = -1.0 if self.p["contrast"] == "dark" else 1.0
+        img = self.p["baseline"] + sign * img
+        if der is not None:
+            der = (sign * der[0], sign * der[1])
+        return (img, der) if derivatives else img
+
+    # -- acquisition -------------------------------------------------------
+    def fov_px(self, t: float) -> np.ndarray:
+        """Field-of-view position (px, image axes) set by all actuators at time ``t``."""
+        out = np.zeros(2)
+        for act in self.actuators:
+            out = out + act.fov_px(t)
+        return out
+
+    def acquire(self) -> Frame:
+        """Scan the next frame."""
+        t_end = (self.index + 1) * self.frame_time_s
+        for act in self.actuators:
+            act.on_frame(self.index)
+        t_mid = t_end - self.frame_time_s / 2
+        drift = self.drift(t_mid)
+        if self.index == 0:
+            self.drift0 = drift.copy()  # ground truth is reported from the first frame on
+        drift = drift - self.drift0
+        fov = self.fov_px(t_mid)
+        offset = drift - fov
+        clean = self.clean(self.specimen, self.origin0 - offset - self.drift0)
+        if self.p["scan_jitter_px"] > 0:
+            clean = self._jitter_rows(clean)
+        if self.p["background"]["amplitude"]:
+            clean = clean + self.background
+        noisy, info = add_noise(clean, self.p["noise"], self.rng)
+        frame = Frame(data=np.asarray(noisy, np.float32), index=self.index, time_s=t_end,
+                      pixel_size_nm=self.pixel_size_nm,
+                      meta={"true_offset_px": offset, "true_drift_px": drift, "fov_px": fov,
+                            "source": "simulator", **info})
+        self.index += 1
+        self.time_s = t_end
+        return frame
+
+    def _jitter_rows(self, image: np.ndarray) -> np.ndarray:
+        # Each scan line lands a little off in x: shift rows by linear interpolation along x.
+        h, w = image.shape
+        dx = self.rng.normal(0, self.p["scan_jitter_px"], h)
+        x = np.arange(w)[None, :] - dx[:, None]
+        x0 = np.clip(np.floor(x).astype(int), 0, w - 2)
+        f = np.clip(x - x0, 0, 1)
+        rows = np.arange(h)[:, None]
+        return ((1 - f) * image[rows, x0] + f * image[rows, x0 + 1]).astype(np.float32)
+
+    def close(self) -> None:
+        self.actuators.clear()
+
+    # -- training / benchmark pairs -----------------------------------------
+    def pairs(self, n: int, *, seed: int | None = None, max_shift_px: float | None = None,
+              keep_clean: bool = False):
+        """Yield ``n`` independent :class:`~drift_framework.types.Pair` objects.
+
+        Each pair draws a new specimen (spacing and rotation from their ranges), a
+        true shift uniform in the disk of unambiguous shifts (radius 0.45 × spacing,
+        or ``max_shift_px``), and independent noise on both frames.  ``crlb`` is the
+        pair's Cramér–Rao covariance bound from analytic derivatives.
+        """
+        rng = np.random.default_rng(seed)
+        h, w = self.shape
+        for _ in range(n):
+            spec = self._new_specimen(rng, size=(h + 64, w + 64))
+            radius = max_shift_px if max_shift_px is not None else unit_cell_radius(spec.lattice, spec.spacing_px)
+            r, a = radius * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
+            shift = np.array([r * math.sin(a), r * math.cos(a)])
+            origin = np.array([32.0, 32.0])
+            ref_clean, dref = self.clean(spec, origin, derivatives=True)
+            mov_clean, dmov = self.clean(spec, origin - shift, derivatives=True)
+            ref, iref = add_noise(ref_clean, self.p["noise"], rng)
+            mov, imov = add_noise(mov_clean, self.p["noise"], rng)
+            crlb = pair_crlb(fisher_information(dref, self.p["noise"], ref_clean, iref),
+                             fisher_information(dmov, self.p["noise"], mov_clean, imov))
+            yield Pair(np.asarray(ref, np.float32), np.asarray(mov, np.float32), shift, crlb,
+                       ref_clean if keep_clean else None, mov_clean if keep_clean else None,
+                       {"spacing_px": spec.spacing_px, "lattice": spec.lattice, "radius_px": radius, **iref})
+
+
+class SimulatedActuator:
+    """A stage or beam shift of the virtual microscope, in nm.
+
+    Models backlash (a dead band), first-order lag (``settle_s``), a delay of whole
+    frames, step quantization and hardware travel limits.  ``calibration`` is the
+    true px → nm matrix (rotation and scale between image and actuator axes).
+    """
+
+    units = "nm"
+
+    def __init__(self, params: dict, context, *, kind: str):
+        source = getattr(context, "source", None)
+        if not isinstance(source, VirtualMicroscope):
+            raise ValueError(f"simulated-{kind} needs the simulator frame source (source: {{plugin: simulator}})")
+        self.kind, self.p, self.scope = kind, params, source
+        scale = params["scale_nm_per_px"] or source.pixel_size_nm
+        self.calibration = scale * _rotation(params["rotation_deg"])
+        self._to_px = np.linalg.inv(self.calibration)
+        self.commanded = np.zeros(2)        # after quantization and hardware limits
+        self.output = np.zeros(2)           # after backlash
+        self.start, self.t_move = np.zeros(2), -math.inf
+        self.pending: list[tuple[int, np.ndarray]] = []
+        self.limit_hits = 0
+        self.moves = 0
+        source.actuators.append(self)
+
+    def move_by(self, command) -> None:
+        """Queue a relative move (nm); it takes effect ``delay_frames`` frames later."""
+        command = np.asarray(command, float)
+        if command.shape != (2,) or not np.all(np.isfinite(command)):
+            raise ValueError(f"{self.kind} command must be two finite numbers, got {command!r}")
+        self.pending.append((self.scope.index + self.p["delay_frames"], command))
+        if self.p["delay_frames"] == 0:
+            self.on_frame(self.scope.index)
+
+    def on_frame(self, index: int) -> None:
+        due = [c for (k, c) in self.pending if k <= index]
+        self.pending = [(k, c) for (k, c) in self.pending if k > index]
+        for command in due:
+            self._apply(command)
+
+    def _apply(self, command: np.ndarray) -> None:
+        t = self.scope.time_s
+        travel = self.p["travel_nm"]
+        target = self.commanded + command
+        if np.any(np.abs(target) > travel):
+            self.limit_hits += 1
+            target = np.clip(target, -travel, travel)
+        step = self.p["step_nm"]
+        if step > 0:
+            target = np.round(target / step) * step
+        self.commanded = target
+        half = self.p["backlash_nm"] / 2
+        new_output = np.where(target - self.output > half, target - half,
+                              np.where(self.output - target > half, target + half, self.output))
+        before = self.position_nm(t)
+        self.start, self.output, self.t_move = before, new_output, t
+        self.moves += 1
+        notify = getattr(self.scope.drift, "notify_move", None)
+        if notify is not None and self.kind == "stage":
+            notify(t, self._to_px @ (new_output - before))
+
+    def position_nm(self, t: float) -> np.ndarray:
+        tau = self.p["settle_s"]
+        if tau <= 0 or t <= self.t_move:
+            return self.output.copy() if tau <= 0 else self.start.copy()
+        return self.output + (self.start - self.output) * math.exp(-(t - self.t_move) / tau)
+
+    def fov_px(self, t: float) -> np.ndarray:
+        return self._to_px @ self.position_nm(t)
+
+    def close(self) -> None:
+        pass

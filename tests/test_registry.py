@@ -1,0 +1,71 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+import drift_framework as df
+from drift_framework.registry import RegistryError, get_registry
+
+from conftest import drift_cli
+
+
+def _pythonpath(*dirs):
+    return os.pathsep.join([str(d) for d in dirs] + [os.environ.get("PYTHONPATH", "")])
+
+
+def test_builtin_components_and_presets():
+    reg = get_registry()
+    assert "simulator" in reg.names("source")
+    assert {"xcorr", "ncc", "phase"} <= set(reg.names("correlator"))
+    assert {"peak", "parabolic", "gaussian", "centroid", "upsampled-dft", "gauss-newton", "skimage"} <= set(
+        reg.names("estimator"))
+    assert {"classical", "phase", "ncc-peak"} <= set(reg.presets)
+
+
+def test_unknown_name_lists_available_and_closest():
+    with pytest.raises(RegistryError) as err:
+        get_registry().get("estimator", "gaus-newton")
+    msg = str(err.value)
+    assert "did you mean 'gauss-newton'" in msg and "parabolic" in msg and "upsampled-dft" in msg
+    with pytest.raises(df.RecipeError, match="unknown pipeline preset 'clasical'.*did you mean 'classical'"):
+        df.load_pipeline("clasical")
+
+
+def test_third_party_plugin_found_through_its_entry_point(vendor_site):
+    out = drift_cli("plugins", env={"PYTHONPATH": _pythonpath(vendor_site / "good_vendor"), "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert "vendor-ramp" in out.stdout and "drift-goodvendor" in out.stdout
+
+
+def test_third_party_source_runs_a_recipe(vendor_site, tmp_path):
+    recipe = tmp_path / "vendor.yaml"
+    recipe.write_text("name: vendor\nsource: {plugin: vendor-ramp, size: 64}\npipeline: ncc-peak\n"
+                      f"run: {{frames: 5, output: {tmp_path / 'v.h5'}}}\n")
+    out = drift_cli("run", str(recipe), "-q", env={"PYTHONPATH": _pythonpath(vendor_site / "good_vendor")})
+    assert out.returncode == 0, out.stderr
+    assert df.read_run(tmp_path / "v.h5").steps["index"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_broken_plugin_is_reported_and_skipped(vendor_site):
+    env = {"PYTHONPATH": _pythonpath(vendor_site / "broken_vendor", vendor_site / "good_vendor"), "COLUMNS": "200"}
+    out = drift_cli("plugins", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "vendor-ramp" in out.stdout  # the good plugin still loads
+    assert "brokenvendor" in out.stdout and "vendor SDK not found" in out.stdout
+
+
+def test_name_clash_names_both_packages(vendor_site):
+    code = ("import drift_framework as df\n"
+            "try:\n    df.get_registry().get('source', 'simulator')\n"
+            "except df.RegistryError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=_pythonpath(vendor_site / "clash_vendor")))
+    assert "drift_simulator" in out.stdout and "drift-clashvendor" in out.stdout, out.stdout + out.stderr
+
+
+def test_disable_plugins_blocks_by_name(vendor_site):
+    code = "import drift_framework as df; print(sorted(df.get_registry().components['source']))"
+    env = dict(os.environ, PYTHONPATH=_pythonpath(vendor_site / "good_vendor"), DRIFT_DISABLE_PLUGINS="goodvendor")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "vendor-ramp" not in out.stdout and "simulator" in out.stdout, out.stdout + out.stderr
