@@ -98,6 +98,9 @@ def _dotted(path: tuple) -> str:
     return out
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 def _load_yaml(text: str, file: str) -> tuple[Any, _Doc]:
     doc = _Doc(file)
     try:
@@ -113,6 +116,9 @@ def _load_yaml(text: str, file: str) -> tuple[Any, _Doc]:
 
     def build(n, path):
         doc.lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in _PLAIN_TAGS:
+            raise RecipeError(f"refused YAML value: tag {n.tag!r} is not allowed in recipes", file=file,
+                              line=n.start_mark.line + 1, path=_dotted(path))
         if isinstance(n, yaml.MappingNode):
             out = {}
             for knode, vnode in n.value:

@@ -133,7 +133,7 @@ def drift_presets():
         Preset("classical", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "ncc", "lowpass_px": 1.5},
                              "estimator": {"plugin": "gauss-newton"}},
                "NCC → Newton refinement over the overlap: the most accurate classical pipeline"),
-        Preset("phase", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "phase"},
+        Preset("phase", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "phase", "window": "tukey"},
                          "estimator": {"plugin": "upsampled-dft", "upsample_factor": 100}},
                "Phase correlation → upsampled DFT"),
         Preset("ncc-peak", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "ncc"},

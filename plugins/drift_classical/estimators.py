@@ -60,7 +60,7 @@ class MapEstimator:
         mask = self.search_mask(cmap)
         masked = data if mask is None else np.where(mask, data, -np.inf)
         best = np.unravel_index(int(np.argmax(masked)), data.shape)
-        if cmap.kind == "images":
+        if cmap.kind not in ("xcorr", "ncc"):  # phase correlation peaks are sharp: the highest wins
             return best
         # A peak sampled half a pixel off its top reads lower by about ½·(½)²·|curvature| per axis.
         h, w = data.shape
@@ -123,8 +123,12 @@ class MapEstimator:
             value_std = self._value_std(cmap, (vr, vm))
         distinct = unc.peak_distinctness(cmap.data, peak, cmap.center, self.search_mask(cmap), value_std)
         meta = {"peak_distinctness": distinct, "cov": cov.tolist()}
-        if self.max_shift_px is not None and math.hypot(*d) > self.max_shift_px + 1:
-            distinct = 0.0
+        if self.max_shift_px is not None:
+            h, w = cmap.data.shape
+            py, px = peak
+            around = cmap.data[np.ix_([(py - 1) % h, py, (py + 1) % h], [(px - 1) % w, px, (px + 1) % w])]
+            if around.max() > cmap.data[py, px]:  # cut off by the search radius: the real peak lies beyond it
+                distinct = 0.0
         return Shift(float(d[0]), float(d[1]), sigma, unc.confidence(distinct, sigma), self.method, meta)
 
 

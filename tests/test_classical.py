@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import drift_framework as df
+from drift_simulator.specimen import Specimen
+
+PRESETS = ("classical", "phase", "ncc-peak")
+
+
+def _pair(shape, shift, rng, spacing=11.0, dtype=np.float32):
+    spec = Specimen.crystal(rng, spacing_px=spacing, rotation_deg=17.0, size=(shape[0] + 40, shape[1] + 40),
+                            intensity_jitter=0.1, vacancy_fraction=0.02)
+    ref = spec.render((20.0, 20.0), shape, dtype=np.float64)
+    mov = spec.render((20.0 - shift[0], 20.0 - shift[1]), shape, dtype=np.float64)
+    return ref.astype(dtype), mov.astype(dtype)
+
+
+@pytest.mark.parametrize("preset", ["classical", "ncc-peak"])
+@pytest.mark.parametrize("shift", [(3.0, -2.0), (-1.0, 4.0), (2.37, -1.61), (-3.12, -0.45), (0.0, 0.0)])
+def test_noiseless_recovery_both_signs_non_square(preset, shift, rng):
+    ref, mov = _pair((96, 160), shift, rng)
+    s = df.load_pipeline(preset).estimate(ref, mov)
+    tol = {"classical": 0.01, "ncc-peak": 0.1}[preset]
+    assert abs(s.dy - shift[0]) < tol and abs(s.dx - shift[1]) < tol, (s, shift)
+    assert 0 <= s.confidence <= 1 and s.sigma > 0
+
+
+def test_skimage_subpixel_case():
+    """scikit-image's own sub-pixel test case: shift (-2.4, 1.32), within 0.05 px (our sign: content moved by it)."""
+    from skimage import data
+
+    image = data.camera().astype(np.float32)
+    shift = (-2.4, 1.32)
+    moving = np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(image), shift)).real.astype(np.float32)
+    # (phase correlation cannot work on a noiseless lattice: whitening boosts rounding noise; it is tested here)
+    gauss_newton = {"correlator": "ncc", "estimator": {"plugin": "gauss-newton", "lowpass_px": None}}
+    for preset in ("phase", gauss_newton, "skimage"):
+        s = df.load_pipeline(preset).estimate(image, moving)
+        assert abs(s.dy - shift[0]) < 0.05 and abs(s.dx - shift[1]) < 0.05, (preset, s)
+
+
+def test_skimage_reference_sign_is_ours(rng):
+    ref, mov = _pair((128, 128), (2.0, -3.0), rng)
+    s = df.load_pipeline("skimage-none").estimate(ref, mov)
+    assert abs(s.dy - 2.0) < 0.05 and abs(s.dx + 3.0) < 0.05
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+def test_dtypes(dtype, rng):
+    ref, mov = _pair((128, 128), (1.3, -0.7), rng, dtype=np.float64)
+    if dtype == np.uint16:
+        ref, mov = (ref * 1000).astype(dtype), (mov * 1000).astype(dtype)
+    s = df.load_pipeline("classical").estimate(ref.astype(dtype), mov.astype(dtype))
+    assert abs(s.dy - 1.3) < 0.02 and abs(s.dx + 0.7) < 0.02
+
+
+def test_max_shift_restricts_the_search(rng):
+    ref, mov = _pair((128, 128), (5.0, 0.0), rng, spacing=11.0)
+    s = df.load_pipeline({"correlator": "ncc", "estimator": {"plugin": "parabolic", "max_shift_px": 3}}).estimate(ref, mov)
+    assert np.hypot(s.dy, s.dx) <= 4.0
+    assert s.confidence < 0.5
+
+
+BAD = [
+    (lambda a: np.where(np.arange(a.size).reshape(a.shape) == 5, np.nan, a), "NaN or infinite"),
+    (lambda a: np.full_like(a, 3.0), "constant"),
+    (lambda a: a[:, :100], "differ in shape"),
+    (lambda a: np.zeros((0, 0), np.float32), "empty"),
+    (lambda a: a[:1, :1], "at least 8×8"),
+    (lambda a: a[None], "must be a 2-D image"),
+    (lambda a: a.astype(np.complex64), "complex"),
+]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("make_bad,fragment", BAD, ids=[b[1] for b in BAD])
+def test_bad_input_raises_specific_error(preset, make_bad, fragment, rng):
+    ref, mov = _pair((128, 128), (1.0, 1.0), rng)
+    with pytest.raises(df.FrameError, match=fragment):
+        df.load_pipeline(preset).estimate(ref, make_bad(mov))
+    assert issubclass(df.FrameError, ValueError)
+
+
+def test_sigma_is_calibrated_and_accuracy_near_bound():
+    """On fresh simulated pairs (SNR 1): classical is within 1.5× the Cramér–Rao bound and |error|/sigma has RMS ≈ 1."""
+    from conftest import simulator_source
+
+    src = simulator_source(shape=[128, 128], spacing_px=[8, 14], rotation_deg=None, noise={"kind": "gaussian", "snr": 1.0})
+    pipe = df.load_pipeline("classical")
+    err, sig, bound = [], [], []
+    for p in src.pairs(60, seed=7):
+        s = pipe.estimate(p.reference, p.moving)
+        err.append(np.hypot(s.dy - p.shift[0], s.dx - p.shift[1]))
+        sig.append(s.sigma)
+        bound.append(np.trace(p.crlb))
+    err, sig = np.array(err), np.array(sig)
+    assert np.all(err < 0.5)
+    efficiency = np.sqrt(np.mean(err ** 2)) / np.sqrt(np.mean(bound))
+    z = np.sqrt(np.mean((err / sig) ** 2))
+    assert efficiency < 1.5, efficiency
+    assert 0.7 < z < 1.4, z
+
+
+@pytest.mark.parametrize("name", ["gaussian", "median", "bragg"])
+def test_denoisers_keep_shape_and_reduce_noise(name, rng):
+    ref, _ = _pair((128, 128), (0, 0), rng)
+    noisy = ref + rng.normal(0, ref.std(), ref.shape).astype(np.float32)
+    pipe = df.load_pipeline({"denoiser": name, "correlator": "ncc", "estimator": "parabolic"})
+    out = pipe.denoise(noisy)
+    assert out.shape == noisy.shape
+    assert np.mean((out - ref) ** 2) < 0.6 * np.mean((noisy - ref) ** 2)
