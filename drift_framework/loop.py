@@ -43,6 +43,7 @@ class Limits:
         """Clip ``command`` so the step and the resulting position stay inside the limits."""
         cmd = np.nan_to_num(np.asarray(command, float), nan=0.0, posinf=0.0, neginf=0.0)
         clipped = not np.all(np.isfinite(command))
+        cmd = np.clip(cmd, -1e12, 1e12)  # keeps the norm finite
         norm = float(np.hypot(*cmd))
         if norm > self.max_step:
             cmd = cmd * (self.max_step / norm)
@@ -278,8 +279,8 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
             for component in (actuator, controller, source):
                 _close(component)
             _notify(pm, "drift_run_finished", run=ctx, summary=summary)
-            for plugin in registered:
-                pm.unregister(plugin)
+            for name in registered:
+                pm.unregister(name=name)
     return summary
 
 

@@ -1,0 +1,179 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import drift_framework as df
+from drift_framework.loop import Limits
+from drift_framework.store import read_run
+
+from conftest import ROOT
+
+
+def _recipe(tmp_path, frames=30, controller="kalman", extra_run=""):
+    path = tmp_path / "loop.yaml"
+    path.write_text(f"""\
+name: loop
+source:
+  plugin: simulator
+  shape: [96, 96]
+  spacing_px: 10
+  noise: {{kind: gaussian, snr: 2.0}}
+  drift: [{{kind: linear, velocity_px_per_frame: [0.4, -0.3]}}]
+  seed: 3
+pipeline: classical
+controller: {{plugin: {controller}}}
+actuator:
+  plugin: simulated-stage
+  limits: {{max_step: 2.0, travel: 50.0}}
+run: {{frames: {frames}, output: {tmp_path / 'run.h5'}, save_frames: true{extra_run}}}
+""")
+    return path
+
+
+def test_closed_loop_corrects_and_the_run_file_reads_back(tmp_path):
+    summary = df.run(_recipe(tmp_path, frames=40))
+    assert summary.steps == 40 and summary.stop_reason == "completed"
+    assert summary.residual_rms_px < 0.3 < 5 < summary.uncorrected_rms_px
+    run = read_run(summary.output, frames=True)
+    assert run.finished and len(run) == 40
+    assert run.frames.shape == (40, 96, 96)
+    assert "pipeline:" in run.attrs["recipe"] or "classical" in run.attrs["recipe"]
+    assert run.summary["steps"] == 40
+    np.testing.assert_array_equal(run.steps["index"], np.arange(40))
+    moved = run.steps["status"] == 1
+    assert moved.sum() >= 35
+    # measured offsets agree with the simulator's ground truth
+    err = run.steps["offset"][moved] - run.steps["true_offset"][moved]
+    assert np.sqrt(np.mean(np.sum(err ** 2, axis=1))) < 0.1
+
+
+def test_open_loop_measures_without_moving(tmp_path):
+    path = _recipe(tmp_path, frames=10, controller="none")
+    text = path.read_text().replace("actuator:\n  plugin: simulated-stage\n  limits: {max_step: 2.0, travel: 50.0}\n", "")
+    path.write_text(text)
+    summary = df.run(path)
+    run = read_run(summary.output)
+    assert set(run.steps["status"][1:]) == {2}
+    np.testing.assert_allclose(run.steps["command"], 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(max_step=st.floats(0.01, 100), travel=st.floats(0.01, 1000),
+       commands=st.lists(st.tuples(st.floats() | st.floats(-1e6, 1e6),
+                                   st.floats() | st.floats(-1e6, 1e6)), max_size=30))
+def test_limits_never_exceeded(max_step, travel, commands):
+    limits = Limits(max_step, travel)
+    position = np.zeros(2)
+    for c in commands:
+        cmd, _ = limits.clip(np.array(c), position)
+        assert np.all(np.isfinite(cmd))
+        assert np.hypot(*cmd) <= max_step * (1 + 1e-9)
+        position = position + cmd
+        assert np.all(np.abs(position) <= travel * (1 + 1e-9))
+
+
+class _Liar:
+    """An estimator that reports wild shifts: the engine must clip every command."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def estimate(self, cmap):
+        return df.Shift(*self.rng.uniform(-1e4, 1e4, 2), sigma=0.01, confidence=1.0)
+
+
+def test_engine_clips_adversarial_estimates(tmp_path, monkeypatch):
+    import drift_framework.loop as loop_mod
+
+    real_build = loop_mod._build
+
+    def build(recipe):
+        source, pipeline, controller, actuator = real_build(recipe)
+        pipeline.estimator = _Liar(np.random.default_rng(0))
+        return source, pipeline, controller, actuator
+
+    monkeypatch.setattr(loop_mod, "_build", build)
+    summary = df.run(_recipe(tmp_path, frames=20, controller="pi"))
+    run = read_run(summary.output)
+    steps = np.hypot(*run.steps["command"].T)
+    assert np.all(steps <= 2.0 + 1e-9)
+    assert np.all(np.abs(np.cumsum(run.steps["command"], axis=0)) <= 50.0 + 1e-9)
+    assert run.steps["clipped"].sum() >= 10
+
+
+def test_bad_frames_are_skipped_and_never_move_the_actuator(tmp_path, monkeypatch):
+    import drift_simulator.microscope as micro
+
+    real = micro.VirtualMicroscope.acquire
+
+    def acquire(self):
+        frame = real(self)
+        if frame.index in (3, 4):
+            frame.data[:] = np.nan
+        return frame
+
+    monkeypatch.setattr(micro.VirtualMicroscope, "acquire", acquire)
+    summary = df.run(_recipe(tmp_path, frames=8))
+    run = read_run(summary.output)
+    assert list(run.steps["status"][3:5]) == [4, 4]
+    np.testing.assert_array_equal(run.steps["command"][3:5], 0)
+    assert summary.skipped == 2
+
+
+def test_observer_can_stop_the_run(tmp_path):
+    class StopAt5:
+        @df.hookimpl
+        def drift_step_completed(self, run, step):
+            if step.index == 5:
+                run.request_stop("observer asked")
+
+    summary = df.run(_recipe(tmp_path, frames=30), observers=[StopAt5()])
+    assert summary.steps == 6 and summary.stop_reason == "observer asked"
+    assert read_run(summary.output).finished
+
+
+def _start_run(tmp_path, frames):
+    path = _recipe(tmp_path, frames=frames)
+    exe = os.path.join(os.path.dirname(sys.executable), "drift")
+    return subprocess.Popen([exe, "run", str(path), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_steps(path, n, timeout=60):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            if len(read_run(path)) >= n:
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the run did not progress")
+
+
+def test_killed_run_leaves_a_readable_file(tmp_path):
+    proc = _start_run(tmp_path, 5000)
+    _wait_for_steps(tmp_path / "run.h5", 5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    run = read_run(tmp_path / "run.h5", frames=True)
+    assert len(run) >= 5 and not run.finished
+    np.testing.assert_array_equal(run.steps["index"], np.arange(len(run)))
+    assert run.frames.shape[0] == len(run)
+
+
+def test_ctrl_c_stops_cleanly_with_a_closed_file(tmp_path):
+    proc = _start_run(tmp_path, 5000)
+    _wait_for_steps(tmp_path / "run.h5", 5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "interrupted" in out
+    run = read_run(tmp_path / "run.h5")
+    assert run.finished and run.summary["stop_reason"] == "interrupted (Ctrl-C)"
