@@ -5,6 +5,8 @@ displacement ``L = (dy, dx)``; maps are returned with zero lag at ``center``.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import scipy.fft as sfft
 from scipy.signal.windows import tukey
@@ -22,11 +24,14 @@ def window(shape, kind: str, alpha: float = 0.25, dtype=np.float32) -> np.ndarra
     return np.outer(tukey(shape[0], a), tukey(shape[1], a)).astype(dtype)
 
 
+@lru_cache(maxsize=16)
 def gaussian_weight(shape, sigma_px: float) -> np.ndarray:
     """Half-spectrum (rfft) weight of a Gaussian blur of ``sigma_px``: a matched low-pass for atoms."""
     fy = sfft.fftfreq(shape[0])[:, None]
     fx = sfft.rfftfreq(shape[1])[None, :]
-    return np.exp(-2 * (np.pi * sigma_px) ** 2 * (fy ** 2 + fx ** 2)).astype(np.float32)
+    out = np.exp(-2 * (np.pi * sigma_px) ** 2 * (fy ** 2 + fx ** 2)).astype(np.float32)
+    out.setflags(write=False)
+    return out
 
 
 def _zero_mean(img: np.ndarray) -> np.ndarray:
@@ -62,14 +67,18 @@ class CrossCorrelator:
         self._win_cache: dict = {}
 
     def _window(self, shape, dtype):
+        """The window and its effective pixel count, cached per shape."""
         key = (shape, np.dtype(dtype).str)
         if key not in self._win_cache:
-            self._win_cache[key] = window(shape, self.window_kind, self.alpha, dtype)
+            if len(self._win_cache) > 16:
+                self._win_cache.clear()
+            w = window(shape, self.window_kind, self.alpha, dtype)
+            self._win_cache[key] = (w, self._n_eff(w, shape))
         return self._win_cache[key]
 
     def correlate(self, reference: np.ndarray, moving: np.ndarray) -> CorrelationMap:
         shape = reference.shape
-        w = self._window(shape, reference.dtype)
+        w, n_eff = self._window(shape, reference.dtype)
         r, m = _zero_mean(reference), _zero_mean(moving)
         if w is not None:
             r, m = _zero_mean(r * w), _zero_mean(m * w)
@@ -89,9 +98,10 @@ class CrossCorrelator:
         return CorrelationMap(data=data, center=center, reference=reference, moving=moving, kind=self.kind,
                               normalized=self.normalize,
                               meta={"window": self.window_kind, "padded": self.pad, "norm": norm,
-                                    "n_eff": self._n_eff(w, shape)})
+                                    "n_eff": n_eff})
 
-    def _n_eff(self, w, shape) -> float:
+    @staticmethod
+    def _n_eff(w, shape) -> float:
         if w is None:
             return float(shape[0] * shape[1])
         w2 = w.astype(np.float64) ** 2

@@ -246,13 +246,16 @@ class UpsampledDFT(MapEstimator):
 class _SpectralSurface:
     """``f(d) = (1/N) Σ_k S_k e^{−2πi k·d}`` and its gradient and Hessian, from a half (rfft) spectrum."""
 
-    def __init__(self, spec: np.ndarray, shape):
+    def __init__(self, spec: np.ndarray, shape, *, scaled: bool = False):
         h, w = shape
-        weights = np.full(spec.shape[1], 2.0)
-        weights[0] = 1.0
-        if w % 2 == 0:
-            weights[-1] = 1.0
-        self.s = spec.astype(np.complex128) * weights / (h * w)
+        if scaled:
+            self.s = spec
+        else:
+            weights = np.full(spec.shape[1], 2.0 / (h * w))  # each rfft column stands for two, but DC and Nyquist
+            weights[0] /= 2
+            if w % 2 == 0:
+                weights[-1] /= 2
+            self.s = spec.astype(np.complex128) * weights
         self.ky = 2 * np.pi * sfft.fftfreq(h)
         self.kx = 2 * np.pi * sfft.rfftfreq(w)
 
@@ -294,6 +297,7 @@ class GaussNewton(MapEstimator):
         super().__init__(**kw)
         self.taper, self.iterations, self.half = taper_px, iterations, patch_px
         self.lowpass = lowpass_px
+        self._tapers: dict = {}
 
     def estimate(self, cmap: CorrelationMap) -> Shift:
         noise = self._noise(cmap)
@@ -306,10 +310,18 @@ class GaussNewton(MapEstimator):
         refined = self._refine(ref, mov, d0, margin) if min(h, w) - 2 * margin >= 8 else (None, None, None)
         if refined[0] is None:
             return self._finish(cmap, peak, d0, noise=noise, value_std=vstd)
+        if len(self._tapers) > 64:
+            self._tapers.clear()
         d, cov, _ = refined
         return self._finish(cmap, peak, d, cov, noise=noise, value_std=vstd)
 
     def _taper(self, shape, margin, dtype):
+        key = (shape, margin, np.dtype(dtype).str)
+        if key not in self._tapers:
+            self._tapers[key] = self._make_taper(shape, margin, dtype)
+        return self._tapers[key]
+
+    def _make_taper(self, shape, margin, dtype):
         h, w = shape
         win = np.zeros(shape, dtype)
         ih, iw = h - 2 * margin, w - 2 * margin
@@ -328,9 +340,11 @@ class GaussNewton(MapEstimator):
         # the same weighted mean for both frames keeps a constant offset from biasing f'(d)
         r = ref - dtype.type(np.sum(win * ref, dtype=np.float64) / sw)
         shape = ref.shape
-        raw = sfft.rfft2(a, workers=WORKERS).conj() * sfft.rfft2(r, workers=WORKERS)
+        raw = _SpectralSurface(sfft.rfft2(a, workers=WORKERS).conj() * sfft.rfft2(r, workers=WORKERS), shape)
         # f(d) = c(−d), evaluated with its derivatives directly from the spectrum (band-limited, exact)
-        surface = _SpectralSurface(raw * gaussian_weight(shape, self.lowpass) if self.lowpass else raw, shape)
+        surface = raw
+        if self.lowpass:
+            surface = _SpectralSurface(raw.s * gaussian_weight(shape, self.lowpass), shape, scaled=True)
         d = np.asarray(d0, float).copy()
         hess = None
         for _ in range(self.iterations):
@@ -346,7 +360,7 @@ class GaussNewton(MapEstimator):
         if np.max(np.abs(d - d0)) > 1.5:
             return None, None, None
         # the unweighted correlation gives the noise level and the information H = −∇²f
-        v, g, hess = _SpectralSurface(raw, shape).at(d) if self.lowpass else surface.at(d)
+        v, g, hess = raw.at(d)
         # noise of both frames from the residual energy: Σw(m − r̃)² ≈ Σw m² + Σw r(·−d)² − 2 f(d)
         shift_int = np.round(d).astype(int)
         r_shift = np.roll(r, tuple(shift_int), axis=(0, 1))
