@@ -110,12 +110,6 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
-def _cmd_bench(args) -> int:
-    from . import bench
-
-    return bench.main(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drift", description="Measure and correct microscope drift.")
     parser.add_argument("--version", action="version", version=f"drift_framework {__version__}")

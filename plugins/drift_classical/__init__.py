@@ -130,7 +130,8 @@ def drift_denoisers():
 @hookimpl
 def drift_presets():
     return [
-        Preset("classical", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "ncc", "lowpass_px": 1.5},
+        Preset("classical", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "ncc", "lowpass_px": 1.5,
+                                                                                  "window": "none"},
                              "estimator": {"plugin": "gauss-newton"}},
                "NCC → Newton refinement over the overlap: the most accurate classical pipeline"),
         Preset("phase", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "phase", "window": "tukey"},

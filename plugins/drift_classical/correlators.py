@@ -79,6 +79,7 @@ class CrossCorrelator:
     def correlate(self, reference: np.ndarray, moving: np.ndarray) -> CorrelationMap:
         shape = reference.shape
         w, n_eff = self._window(shape, reference.dtype)
+        self._ref_spectrum = None
         r, m = _zero_mean(reference), _zero_mean(moving)
         if w is not None:
             r, m = _zero_mean(r * w), _zero_mean(m * w)
@@ -98,7 +99,7 @@ class CrossCorrelator:
         return CorrelationMap(data=data, center=center, reference=reference, moving=moving, kind=self.kind,
                               normalized=self.normalize,
                               meta={"window": self.window_kind, "padded": self.pad, "norm": norm,
-                                    "n_eff": n_eff})
+                                    "n_eff": n_eff, "ref_spectrum": self._ref_spectrum})
 
     @staticmethod
     def _n_eff(w, shape) -> float:
@@ -110,6 +111,8 @@ class CrossCorrelator:
     def _plain(self, r, m, full):
         fr = sfft.rfft2(r, s=full, workers=WORKERS)
         fm = sfft.rfft2(m, s=full, workers=WORKERS)
+        if full == r.shape and self.window_kind == "none":
+            self._ref_spectrum = fr  # the spectrum of the zero-mean reference: refinement reuses it
         if self.lowpass:
             fm = fm * gaussian_weight(full, self.lowpass)
         c = _corr(np.conj(fr), fm, full)

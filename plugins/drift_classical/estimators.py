@@ -243,6 +243,15 @@ class UpsampledDFT(MapEstimator):
 # --------------------------------------------------------------------------- #
 
 
+@lru_cache(maxsize=16)
+def _gradient_noise_gain(shape, sigma_px: float) -> tuple[float, float]:
+    """``E[(∂_y (g∗n))²]/σ²`` and the same along x, for white noise n and the Gaussian low-pass g."""
+    ky = 2 * np.pi * sfft.fftfreq(shape[0])[:, None]
+    kx = 2 * np.pi * sfft.fftfreq(shape[1])[None, :]
+    g2 = np.exp(-(sigma_px ** 2) * (ky ** 2 + kx ** 2))
+    return float(np.mean(g2 * ky ** 2)), float(np.mean(g2 * kx ** 2))
+
+
 class _SpectralSurface:
     """``f(d) = (1/N) Σ_k S_k e^{−2πi k·d}`` and its gradient and Hessian, from a half (rfft) spectrum."""
 
@@ -307,7 +316,8 @@ class GaussNewton(MapEstimator):
         ref, mov = cmap.reference, cmap.moving
         h, w = ref.shape
         margin = int(math.ceil(np.max(np.abs(d0)))) + self.half + 2
-        refined = self._refine(ref, mov, d0, margin) if min(h, w) - 2 * margin >= 8 else (None, None, None)
+        fit = min(h, w) - 2 * margin >= 8
+        refined = self._refine(ref, mov, d0, margin, cmap.meta.get("ref_spectrum")) if fit else (None, None, None)
         if refined[0] is None:
             return self._finish(cmap, peak, d0, noise=noise, value_std=vstd)
         if len(self._tapers) > 64:
@@ -331,16 +341,23 @@ class GaussNewton(MapEstimator):
                                                              window((iw, 1), "tukey", ax)[:, 0] if ax else np.ones(iw))
         return win
 
-    def _refine(self, ref, mov, d0, margin):
+    def _refine(self, ref, mov, d0, margin, ref_spectrum=None):
         dtype = ref.dtype
+        h, w = ref.shape
         win = self._taper(ref.shape, margin, dtype)
-        sw = float(win.sum(dtype=np.float64))
-        m = mov - (np.sum(win * mov, dtype=np.float64) / sw)
-        a = win * m
+        inner = (slice(margin, h - margin), slice(margin, w - margin))  # the taper is zero outside
+        wi = win[inner]
+        sw = float(wi.sum(dtype=np.float64))
+        mz = mov[inner] - dtype.type(np.sum(wi * mov[inner], dtype=np.float64) / sw)
+        a = np.zeros_like(ref)
+        a[inner] = wi * mz
         # the same weighted mean for both frames keeps a constant offset from biasing f'(d)
-        r = ref - dtype.type(np.sum(win * ref, dtype=np.float64) / sw)
+        mean_r = dtype.type(np.sum(wi * ref[inner], dtype=np.float64) / sw)
         shape = ref.shape
-        raw = _SpectralSurface(sfft.rfft2(a, workers=WORKERS).conj() * sfft.rfft2(r, workers=WORKERS), shape)
+        # The correlator's spectrum of (ref − mean) differs from that of r only at zero frequency, where
+        # conj(A) is zero (a has zero weighted mean), so it can stand in for rfft2(r).
+        fr = ref_spectrum if ref_spectrum is not None else sfft.rfft2(ref - mean_r, workers=WORKERS)
+        raw = _SpectralSurface(sfft.rfft2(a, workers=WORKERS).conj() * fr, shape)
         # f(d) = c(−d), evaluated with its derivatives directly from the spectrum (band-limited, exact)
         surface = raw
         if self.lowpass:
@@ -362,15 +379,26 @@ class GaussNewton(MapEstimator):
         # the unweighted correlation gives the noise level and the information H = −∇²f
         v, g, hess = raw.at(d)
         # noise of both frames from the residual energy: Σw(m − r̃)² ≈ Σw m² + Σw r(·−d)² − 2 f(d)
-        shift_int = np.round(d).astype(int)
-        r_shift = np.roll(r, tuple(shift_int), axis=(0, 1))
-        e_m = float(np.sum(win * m * m, dtype=np.float64))
-        e_r = float(np.sum(win * r_shift * r_shift, dtype=np.float64))
+        sy, sx = (int(v) for v in np.round(d))
+        ri = ref[margin - sy:h - margin - sy, margin - sx:w - margin - sx] - mean_r  # r(x − round(d)) on Ω
+        e_m = float(np.sum(wi * mz * mz, dtype=np.float64))
+        e_r = float(np.sum(wi * ri * ri, dtype=np.float64))
         var_sum = max((e_m + e_r - 2 * v) / sw, 1e-30)
-        rho = float(np.sum(win * win, dtype=np.float64)) / sw
+        rho = float(np.sum(wi * wi, dtype=np.float64)) / sw
         info = -hess
         vals = np.linalg.eigvalsh(info)
         if vals.min() <= 0:
             return None, None, None
         cov = var_sum * rho * np.linalg.inv(info)
+        if self.lowpass:
+            # At low SNR the product of the two frames' noises adds gradient noise of its own:
+            # σ_m²·σ_r²·Σw²·E[(∂(g∗n))²]/σ², on the low-passed surface that Newton maximized.
+            _, _, hess_lp = surface.at(d)
+            q = _gradient_noise_gain(shape, self.lowpass)
+            nn = (var_sum / 2) ** 2 * float(np.sum(wi * wi, dtype=np.float64)) * np.diag(q)
+            try:
+                inv_lp = np.linalg.inv(-hess_lp)
+                cov = cov + inv_lp @ nn @ inv_lp
+            except np.linalg.LinAlgError:
+                pass
         return d, cov, (var_sum / 2, var_sum / 2)

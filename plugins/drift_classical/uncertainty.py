@@ -16,6 +16,9 @@ def noise_std(image: np.ndarray) -> float:
     if h < 3 or w < 3:
         return float(np.std(image))
     img = image.astype(np.float32, copy=False)
+    if h * w > 256 * 256:  # a central crop holds plenty of pixels for a 1 % estimate
+        y0, x0 = max((h - 256) // 2, 0), max((w - 256) // 2, 0)
+        img = img[y0:y0 + 256, x0:x0 + 256]
     dx = img[:, :-2] - 2 * img[:, 1:-1] + img[:, 2:]
     resp = dx[:-2] - 2 * dx[1:-1] + dx[2:]
     return float(math.sqrt(math.pi / 2) * np.mean(np.abs(resp), dtype=np.float64) / 6.0)

@@ -1,3 +1,0 @@
-"""``drift bench``: placeholder replaced below."""
-def add_parser(sub):
-    pass

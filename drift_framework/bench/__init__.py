@@ -1,0 +1,29 @@
+"""``drift bench``: accuracy, speed and simulator benchmarks.
+
+Every accuracy number uses the metrics of the design brief: success (Euclidean
+error < 0.5 px), RMSE over successes, efficiency = RMSE / √mean(trace CRLB),
+and the calibration of ``sigma`` (RMS of |error| / sigma).  Speed is quoted as
+a ratio to scikit-image ``phase_cross_correlation(upsample_factor=100)``
+measured in the same run, pair by pair, because machines are noisy.
+"""
+from __future__ import annotations
+
+from . import accuracy, sim, speed
+from .report import write_table
+
+COMMANDS = {"accuracy": accuracy, "speed": speed, "sim": sim}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks: accuracy vs the Cramér–Rao bound, speed vs scikit-image, simulator")
+    p.set_defaults(func=main)
+    kinds = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name, module in COMMANDS.items():
+        module.add_arguments(kinds.add_parser(name, help=module.__doc__.strip().splitlines()[0]))
+
+
+def main(args) -> int:
+    return COMMANDS[args.bench].run(args)
+
+
+__all__ = ["add_parser", "main", "write_table"]

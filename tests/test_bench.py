@@ -1,0 +1,36 @@
+import csv
+import math
+
+from conftest import drift_cli
+
+
+def _rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_bench_accuracy_writes_a_table_with_the_bound(tmp_path):
+    out = drift_cli("bench", "accuracy", "--pairs", "6", "--size", "96", "--snr", "2", "0.5",
+                    "--pipelines", "classical,ncc-peak", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = _rows(tmp_path / "accuracy.csv")
+    assert {r["pipeline"] for r in rows} == {"classical", "ncc-peak", "skimage"}
+    assert len(rows) == 6
+    for r in rows:
+        for col in ("bound_px", "median_ms", "time_vs_skimage"):
+            assert math.isfinite(float(r[col])) and float(r[col]) > 0
+    best = [r for r in rows if r["pipeline"] == "classical" and r["level"] == "2.0"][0]
+    assert float(best["success"]) == 1.0 and float(best["efficiency"]) < 3
+    md = (tmp_path / "accuracy.md").read_text()
+    assert "drift bench accuracy" in md and "efficiency" in md.splitlines()[8]
+
+
+def test_bench_speed_and_sim(tmp_path):
+    out = drift_cli("bench", "speed", "--pairs", "4", "--sizes", "64", "--pipelines", "classical", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = _rows(tmp_path / "speed.csv")
+    assert [r["pipeline"] for r in rows] == ["classical", "skimage"]
+    assert float([r for r in rows if r["pipeline"] == "skimage"][0]["time_vs_skimage"]) == 1.0
+    out = drift_cli("bench", "sim", "--frames", "3", "--sizes", "64", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert all(float(r["frames_per_s"]) > 0 for r in _rows(tmp_path / "sim.csv"))
