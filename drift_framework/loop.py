@@ -313,6 +313,8 @@ class _LoopState:
         self.reference_offset = np.zeros(2)
         self.reference_index = 0
         self.fov = np.zeros(2)          # commanded field-of-view position, px
+        self.pending: list = []         # (frame index it shows in, move px) for delayed actuators
+        self.delay = settings["actuation_delay_frames"]
         self.position = np.zeros(2)     # commanded actuator position, actuator units
         self.bad_in_row = 0
         self.last_time = None
@@ -320,7 +322,9 @@ class _LoopState:
 
     def step(self, frame, pipeline: Pipeline) -> Step:
         meta = frame.meta or {}
-        step = Step(frame.index, frame.time_s, 0, fov=self.fov.copy(), true_offset=_vec(meta, "true_offset_px"),
+        seen = self.fov - sum((m for k, m in self.pending if k > frame.index), np.zeros(2))
+        self.pending = [(k, m) for k, m in self.pending if k > frame.index]
+        step = Step(frame.index, frame.time_s, 0, fov=seen, true_offset=_vec(meta, "true_offset_px"),
                     true_drift=_vec(meta, "true_drift_px"))
         if self.last_time is not None and frame.time_s > self.last_time:
             self.period = frame.time_s - self.last_time
@@ -348,14 +352,17 @@ class _LoopState:
         step.status = 2
         if self.actuator is None or (frame.index % s["correct_every"]) != 0:
             return step
-        drift = step.offset + self.fov
-        next_time = frame.time_s + (self.period or 0.0)
+        drift = step.offset + seen  # the field of view this frame was taken at, not the one commanded since
+        next_time = frame.time_s + (1 + self.delay) * (self.period or 0.0)
         target = np.asarray(self.controller.update(frame.time_s, drift, shift.sigma, self.fov.copy(), next_time), float)
         requested = self.cal @ (target - self.fov)
         command, clipped = self.limits.clip(requested, self.position)
         self.actuator.move_by(command)
         self.position = self.position + command
-        self.fov = self.fov + self.cal_inv @ command
+        move = self.cal_inv @ command
+        self.fov = self.fov + move
+        if self.delay:
+            self.pending.append((frame.index + 1 + self.delay, move))
         step.requested, step.command, step.clipped, step.status = requested, command, clipped, 1
         return step
 

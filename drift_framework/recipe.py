@@ -300,6 +300,8 @@ RUN_SCHEMA: dict[str, Param] = {
     "overwrite": Param("bool", True, "Replace an existing run file"),
     "save_frames": Param("bool", False, "Store every frame (chunked, compressed)"),
     "correct_every": Param("int", 1, "Send a correction every N frames", ge=1),
+    "actuation_delay_frames": Param("int", 0, "Frames before a command shows in the images (actuator lag)",
+                                    ge=0, le=100),
     "min_confidence": Param("float", 0.5, "Estimates below this confidence never move the actuator", ge=0, le=1),
     "max_sigma_px": Param("float", 1.0, "Estimates with a larger uncertainty never move the actuator", gt=0),
     "pause_after_bad": Param("int", 10, "Stop the run after this many bad estimates in a row", ge=1),
