@@ -110,3 +110,31 @@ def test_denoisers_keep_shape_and_reduce_noise(name, rng):
     out = pipe.denoise(noisy)
     assert out.shape == noisy.shape
     assert np.mean((out - ref) ** 2) < 0.6 * np.mean((noisy - ref) ** 2)
+
+
+def test_padded_masked_ncc_recovers_large_shifts(rng):
+    """Zero-padded, overlap-normalized NCC (linear, not circular): a 20 px shift of a non-periodic scene."""
+    from skimage import data
+
+    image = data.camera()[100:356, 100:356].astype(np.float32)
+    big = data.camera().astype(np.float32)
+    moving = big[100 - 20:356 - 20, 100 + 13:356 + 13]  # content moved by (+20, −13)
+    pipe = df.load_pipeline({"correlator": {"plugin": "ncc", "pad": True, "window": "none"},
+                             "estimator": {"plugin": "parabolic"}})
+    s = pipe.estimate(image, moving)
+    assert abs(s.dy - 20) < 0.2 and abs(s.dx + 13) < 0.2
+    cmap = pipe.correlator.correlate(image, moving)
+    assert cmap.normalized and cmap.data.max() <= 1.0 + 1e-6 and cmap.data.shape[0] >= 2 * 256 - 1
+
+
+def test_load_pipeline_from_a_recipe_path_and_a_dict(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: mine\npipeline:\n  correlator: xcorr\n  estimator: {plugin: parabolic, max_shift_px: 5}\n")
+    pipe = df.load_pipeline(path)
+    assert pipe.name == "mine" and pipe.describe()["estimator"] == {"plugin": "parabolic", "max_shift_px": 5.0}
+    pipe = df.load_pipeline({"preset": "classical", "estimator": {"max_shift_px": 3}})
+    assert pipe.describe()["estimator"]["max_shift_px"] == 3.0 and pipe.describe()["estimator"]["plugin"] == "gauss-newton"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline:\n  correlator: xcor\n  estimator: parabolic\n")
+    with pytest.raises(df.RecipeError, match=r"bad.yaml:2: pipeline.correlator.plugin: unknown correlator 'xcor'"):
+        df.load_pipeline(bad)

@@ -194,3 +194,10 @@ def test_bad_simulator_parameters_are_recipe_errors(tmp_path):
         with pytest.raises(df.RecipeError, match=fragment) as err:
             df.load_recipe(path)
         assert err.value.line == 5
+
+
+def test_pair_batch_is_deterministic_and_stacked():
+    src = simulator_source(shape=[48, 64], spacing_px=[8, 10])
+    a, b = src.pair_batch(5, seed=3), src.pair_batch(5, seed=3)
+    assert a["reference"].shape == (5, 48, 64) and a["shift"].shape == (5, 2) and a["crlb"].shape == (5, 2, 2)
+    np.testing.assert_array_equal(a["moving"], b["moving"])

@@ -156,6 +156,15 @@ class VirtualMicroscope:
                        {"spacing_px": spec.spacing_px, "lattice": spec.lattice, "radius_px": radius, **iref})
 
 
+    def pair_batch(self, n: int, *, seed: int | None = None, max_shift_px: float | None = None) -> dict:
+        """``n`` pairs stacked as arrays (for training): ``reference``, ``moving`` (n, H, W) float32,
+        ``shift`` (n, 2), ``crlb`` (n, 2, 2), ``spacing_px`` (n,)."""
+        pairs = list(self.pairs(n, seed=seed, max_shift_px=max_shift_px))
+        return {"reference": np.stack([p.reference for p in pairs]), "moving": np.stack([p.moving for p in pairs]),
+                "shift": np.stack([p.shift for p in pairs]), "crlb": np.stack([p.crlb for p in pairs]),
+                "spacing_px": np.array([p.meta["spacing_px"] for p in pairs])}
+
+
 class SimulatedActuator:
     """A stage or beam shift of the virtual microscope, in nm.
 
