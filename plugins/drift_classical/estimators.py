@@ -243,6 +243,38 @@ class UpsampledDFT(MapEstimator):
 # --------------------------------------------------------------------------- #
 
 
+def _maximize(surface, d, iterations: int) -> np.ndarray:
+    """Damped Newton ascent (Levenberg–Marquardt): steps that do not raise f are refused and damped."""
+    v, g, hess = surface.at(d)
+    lam = 0.0
+    for _ in range(3 * iterations):
+        vals = np.linalg.eigvalsh(hess)
+        scale = max(float(np.abs(vals).max()), 1e-30)
+        shift = max(0.0, float(vals.max()) + 1e-3 * scale) + lam
+        step = -np.linalg.solve(hess - shift * np.eye(2), g)
+        norm = float(np.hypot(*step))
+        if norm > 0.5:
+            step *= 0.5 / norm
+        v_new, g_new, h_new = surface.at(d + step)
+        if v_new >= v:
+            d, v, g, hess = d + step, v_new, g_new, h_new
+            lam *= 0.25
+            if norm < 1e-6:
+                break
+        else:
+            lam = max(4 * lam, 1e-2 * scale)
+            if lam > 1e6 * scale:
+                break
+    return d
+
+
+def _positive_definite(m: np.ndarray, floor: float = 0.1) -> np.ndarray:
+    """Symmetric ``m`` with eigenvalues raised to at least ``floor`` × the largest (noisy curvature at low SNR)."""
+    vals, vecs = np.linalg.eigh((m + m.T) / 2)
+    top = max(float(np.abs(vals).max()), 1e-30)
+    return (vecs * np.maximum(vals, floor * top)) @ vecs.T
+
+
 @lru_cache(maxsize=16)
 def _gradient_noise_gain(shape, sigma_px: float) -> tuple[float, float]:
     """``E[(∂_y (g∗n))²]/σ²`` and the same along x, for white noise n and the Gaussian low-pass g."""
@@ -362,18 +394,7 @@ class GaussNewton(MapEstimator):
         surface = raw
         if self.lowpass:
             surface = _SpectralSurface(raw.s * gaussian_weight(shape, self.lowpass), shape, scaled=True)
-        d = np.asarray(d0, float).copy()
-        hess = None
-        for _ in range(self.iterations):
-            v, g, hess = surface.at(d)
-            if np.linalg.eigvalsh(hess).max() >= 0:  # not at a maximum: a short gradient step
-                step = np.clip(g / max(np.abs(hess).max(), 1e-30), -0.25, 0.25)
-            else:
-                step = -np.linalg.solve(hess, g)
-            step = np.clip(step, -0.5, 0.5)
-            d = d + step
-            if np.max(np.abs(step)) < 1e-6:
-                break
+        d = _maximize(surface, np.asarray(d0, float), self.iterations)
         if np.max(np.abs(d - d0)) > 1.5:
             return None, None, None
         # the unweighted correlation gives the noise level and the information H = −∇²f
@@ -385,10 +406,7 @@ class GaussNewton(MapEstimator):
         e_r = float(np.sum(wi * ri * ri, dtype=np.float64))
         var_sum = max((e_m + e_r - 2 * v) / sw, 1e-30)
         rho = float(np.sum(wi * wi, dtype=np.float64)) / sw
-        info = -hess
-        vals = np.linalg.eigvalsh(info)
-        if vals.min() <= 0:
-            return None, None, None
+        info = _positive_definite(-hess)
         cov = var_sum * rho * np.linalg.inv(info)
         if self.lowpass:
             # At low SNR the product of the two frames' noises adds gradient noise of its own:
@@ -396,9 +414,6 @@ class GaussNewton(MapEstimator):
             _, _, hess_lp = surface.at(d)
             q = _gradient_noise_gain(shape, self.lowpass)
             nn = (var_sum / 2) ** 2 * float(np.sum(wi * wi, dtype=np.float64)) * np.diag(q)
-            try:
-                inv_lp = np.linalg.inv(-hess_lp)
-                cov = cov + inv_lp @ nn @ inv_lp
-            except np.linalg.LinAlgError:
-                pass
+            inv_lp = np.linalg.inv(_positive_definite(-hess_lp))
+            cov = cov + inv_lp @ nn @ inv_lp
         return d, cov, (var_sum / 2, var_sum / 2)
