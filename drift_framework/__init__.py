@@ -13,7 +13,8 @@ need them, never here.
 __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402
-from .types import REQUIRED, BuildContext, Component, CorrelationMap, Frame, FrameError, Param, Preset, Shift  # noqa: E402
+from .types import (REQUIRED, BuildContext, Component, CorrelationMap, Frame, FrameError, Param,  # noqa: E402
+                    Preset, Shift, Trainer)
 from .recipe import Recipe, RecipeError, load_recipe  # noqa: E402
 from .registry import RegistryError, get_registry  # noqa: E402
 from .pipeline import Pipeline, load_pipeline  # noqa: E402
@@ -22,6 +23,6 @@ from .store import read_run  # noqa: E402
 
 __all__ = [
     "__version__", "hookimpl", "Frame", "Shift", "CorrelationMap", "Component", "Param", "Preset", "REQUIRED",
-    "BuildContext", "FrameError", "Recipe", "RecipeError", "load_recipe", "RegistryError", "get_registry",
+    "BuildContext", "Trainer", "FrameError", "Recipe", "RecipeError", "load_recipe", "RegistryError", "get_registry",
     "Pipeline", "load_pipeline", "run", "RunSummary", "read_run",
 ]

@@ -65,8 +65,15 @@ def _print_summary(summary) -> None:
 
 def _cmd_validate(args) -> int:
     from .loop import _build, _close
-    from .recipe import load_recipe
+    from .pipeline import build_component
+    from .recipe import load_recipe, load_train_recipe
 
+    if args.trainer:
+        recipe, _ = load_train_recipe(args.recipe, args.trainer)
+        if not args.no_build:
+            _close(build_component(recipe.source))
+        print(f"{args.recipe}: ok (training recipe for {args.trainer}: source {recipe.source.plugin})")
+        return 0
     recipe = load_recipe(args.recipe)
     if not args.no_build:
         parts = _build(recipe)
@@ -103,10 +110,29 @@ def _cmd_plugins(args) -> int:
         chain = " → ".join(str(v["plugin"] if isinstance(v, dict) else v) for v in preset.pipeline.values())
         presets.add_row(name, chain, package, preset.description)
     console.print(presets)
+    if reg.trainers:
+        trainers = Table(title="trainers (drift train NAME RECIPE)")
+        for col in ("name", "package", "description"):
+            trainers.add_column(col)
+        for name in sorted(reg.trainers):
+            trainer, package = reg.trainers[name]
+            trainers.add_row(name, package, trainer.description)
+        console.print(trainers)
     for kind_name, (a, b) in reg.clashes.items():
         console.print(f"[yellow]warning:[/] {kind_name[0]} {kind_name[1]!r} is registered by both {a} and {b}")
     for name, package, error in reg.broken:
         console.print(f"[yellow]warning:[/] plugin {name} ({package}) was skipped: {error}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import json
+
+    from .recipe import load_train_recipe
+
+    recipe, trainer = load_train_recipe(args.recipe, args.trainer)
+    result = trainer.run(recipe, {"resume": args.resume, "device": args.device, "progress": not args.quiet})
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -126,10 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate a recipe and build every component (dry run)")
     p.add_argument("recipe")
     p.add_argument("--no-build", action="store_true", help="only validate, do not build components")
+    p.add_argument("--trainer", help="validate a training recipe against this trainer's schema")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("plugins", help="list components by kind, with their package, and presets")
     p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("train", help="train a learned component (drift plugins lists the trainers)")
+    p.add_argument("trainer", help="trainer name, e.g. denoiser or regressor")
+    p.add_argument("recipe")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: the recipe's, else cuda when available)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
 
     from . import bench
     bench.add_parser(sub)

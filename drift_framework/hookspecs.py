@@ -153,6 +153,22 @@ def drift_presets():
     """
 
 
+@hookspec
+def drift_trainers():
+    """Register trainers that ``drift train NAME RECIPE`` runs (learned components train this way).
+
+    :return: a list of :class:`~drift_framework.types.Trainer`; ``run(recipe, options)`` trains
+        from a validated recipe whose ``train`` section follows ``params``, and returns a dict of results.
+
+    Example::
+
+        @hookimpl
+        def drift_trainers():
+            return [Trainer("my-model", train_my_model,
+                            {"batches": Param("int", 1000, gt=0)}, "Train my model on simulated pairs")]
+    """
+
+
 # --------------------------------------------------------------------------- #
 # Run observers (called by the loop)
 # --------------------------------------------------------------------------- #

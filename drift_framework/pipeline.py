@@ -117,10 +117,12 @@ class Pipeline:
             An image is not 2-D, is too small, empty, constant, contains NaN/inf,
             or the shapes differ.
         """
-        ref, mov = check_pair(reference, moving)
+        raw_ref, raw_mov = check_pair(reference, moving)
+        ref, mov = raw_ref, raw_mov
         if self.denoiser is not None:
             ref, mov = self.denoiser.denoise(ref), self.denoiser.denoise(mov)
         cmap = self.correlator.correlate(ref, mov)
+        cmap.meta.setdefault("raw", (raw_ref, raw_mov))  # refinement stages may want the frames as acquired
         return self.estimator.estimate(cmap)
 
     def estimate_batch(self, reference, frames: Iterable) -> list[Shift]:

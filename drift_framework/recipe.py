@@ -415,3 +415,23 @@ def load_recipe(path_or_text, *, require_source: bool = True) -> Recipe:
         file = str(path)
     data, doc = _load_yaml(text, file)
     return parse_recipe(data, doc, text=text, require_source=require_source)
+
+
+def load_train_recipe(path, trainer_name: str):
+    """Load a training recipe: ``source`` (makes pairs) and a ``train`` section validated by the trainer's schema.
+
+    Returns ``(recipe, trainer)``.
+    """
+    text = Path(os.fspath(path)).read_text(encoding="utf-8") if Path(os.fspath(path)).is_file() else None
+    if text is None:
+        raise RecipeError("no such recipe file", file=str(path))
+    data, doc = _load_yaml(text, str(path))
+    recipe = parse_recipe(data, doc, text=text, require_source=False)
+    try:
+        trainer, _ = get_registry().trainer(trainer_name)
+    except RegistryError as exc:
+        raise RecipeError(str(exc), file=str(path)) from None
+    if recipe.source is None:
+        raise doc.error((), "missing required key 'source' (the frame source that makes training pairs)")
+    recipe.extra["train"] = validate_mapping(data.get("train") or {}, trainer.params, ("train",), doc)
+    return recipe, trainer

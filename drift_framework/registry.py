@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from . import hookspecs
-from .types import COMPONENT_KINDS, Component, Preset
+from .types import COMPONENT_KINDS, Component, Preset, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ BUILTIN_PLUGINS = (
     "drift_simulator",
     "drift_classical",
     "drift_control",
+    "drift_dcnn",
 )
 
 ENTRY_POINT_GROUP = "drift_framework"
@@ -63,6 +64,7 @@ class Registry:
     plugin_manager: pluggy.PluginManager
     components: dict = field(default_factory=lambda: {k: {} for k in COMPONENT_KINDS})
     presets: dict = field(default_factory=dict)
+    trainers: dict = field(default_factory=dict)
     clashes: dict = field(default_factory=dict)
     broken: list = field(default_factory=list)
     packages: dict = field(default_factory=dict)
@@ -97,6 +99,13 @@ class Registry:
             return self.presets[name]
         except KeyError:
             raise RegistryError(_unknown("pipeline preset", name, self.presets)) from None
+
+    def trainer(self, name: str):
+        """Return ``(trainer, package)`` for a trainer name."""
+        try:
+            return self.trainers[name]
+        except KeyError:
+            raise RegistryError(_unknown("trainer", name, self.trainers)) from None
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
@@ -145,7 +154,7 @@ def _load_plugins(pm: pluggy.PluginManager, reg: Registry) -> None:
 
 
 def _collect(pm: pluggy.PluginManager, reg: Registry) -> None:
-    hooks = dict(KIND_HOOKS, preset="drift_presets")
+    hooks = dict(KIND_HOOKS, preset="drift_presets", trainer="drift_trainers")
     # pluggy calls the last registered first; walk in registration order so built-ins win.
     for kind, hook_name in hooks.items():
         for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
@@ -165,6 +174,14 @@ def _collect(pm: pluggy.PluginManager, reg: Registry) -> None:
 
 
 def _add(reg: Registry, kind: str, item, plugin: str, package: str) -> None:
+    if kind == "trainer":
+        if not isinstance(item, Trainer):
+            reg.broken.append((plugin, package, f"drift_trainers returned {type(item).__name__}, not Trainer"))
+        elif item.name in reg.trainers:
+            reg.clashes["trainer", item.name] = (reg.trainers[item.name][1], package)
+        else:
+            reg.trainers[item.name] = (item, package)
+        return
     if kind == "preset":
         if not isinstance(item, Preset):
             reg.broken.append((plugin, package, f"drift_presets returned {type(item).__name__}, not Preset"))

@@ -27,6 +27,7 @@ __all__ = [
     "Param",
     "Component",
     "Preset",
+    "Trainer",
     "BuildContext",
     "FrameError",
     "ParamError",
@@ -250,6 +251,21 @@ class Component:
     params: Mapping[str, Param] = field(default_factory=dict)
     description: str = ""
     check: Callable[[dict], None] | None = None
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A training procedure (``drift train NAME RECIPE``).
+
+    ``run(recipe, options)`` receives the validated recipe (its ``train`` section
+    checked against ``params``) and the command-line options (``resume``, ``device``,
+    ``progress``); it returns a dict of results (metrics, files written).
+    """
+
+    name: str
+    run: Callable[[Any, dict], dict]
+    params: Mapping[str, Param] = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass(frozen=True)

@@ -333,10 +333,10 @@ class GaussNewton(MapEstimator):
     efficiency = 1.0
     floor_px = 0.003
 
-    def __init__(self, *, taper_px: float = 8.0, iterations: int = 12, patch_px: int = 7,
+    def __init__(self, *, taper_px: float = 8.0, iterations: int = 12, margin_px: int = 3,
                  lowpass_px: float | None = 1.5, **kw):
         super().__init__(**kw)
-        self.taper, self.iterations, self.half = taper_px, iterations, patch_px
+        self.taper, self.iterations, self.margin = taper_px, iterations, margin_px
         self.lowpass = lowpass_px
         self._tapers: dict = {}
 
@@ -347,7 +347,7 @@ class GaussNewton(MapEstimator):
         d0 = Parabolic.subpixel(self, cmap, peak)
         ref, mov = cmap.reference, cmap.moving
         h, w = ref.shape
-        margin = int(math.ceil(np.max(np.abs(d0)))) + self.half + 2
+        margin = int(math.ceil(np.max(np.abs(d0)))) + self.margin
         fit = min(h, w) - 2 * margin >= 8
         refined = self._refine(ref, mov, d0, margin, cmap.meta.get("ref_spectrum")) if fit else (None, None, None)
         if refined[0] is None:
@@ -356,6 +356,23 @@ class GaussNewton(MapEstimator):
             self._tapers.clear()
         d, cov, _ = refined
         return self._finish(cmap, peak, d, cov, noise=noise, value_std=vstd)
+
+    def refine(self, reference: np.ndarray, moving: np.ndarray, start) -> Shift:
+        """Refine a shift already known to be in the right basin (e.g. from a learned estimator).
+
+        Returns the refined :class:`Shift`; its confidence is ``P(|error| < 0.5 px)`` from the covariance
+        only (the basin is the caller's claim).
+        """
+        d0 = np.asarray(start, float)
+        h, w = reference.shape
+        margin = int(math.ceil(np.max(np.abs(d0)))) + self.margin
+        d, cov = None, None
+        if min(h, w) - 2 * margin >= 8:
+            d, cov, _ = self._refine(reference, moving, d0, margin)
+        if d is None:
+            return Shift(float(d0[0]), float(d0[1]), math.nan, 0.0, self.method)
+        sigma = unc.radial_sigma(cov, self.floor_px)
+        return Shift(float(d[0]), float(d[1]), sigma, unc.confidence(1.0, sigma), self.method, {"cov": cov.tolist()})
 
     def _taper(self, shape, margin, dtype):
         key = (shape, margin, np.dtype(dtype).str)

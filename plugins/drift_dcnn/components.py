@@ -1,0 +1,133 @@
+"""The learned components: ``dcnn-denoiser`` and ``dcnn-regressor`` (see :mod:`.models`)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from drift_framework.pipeline import build_component
+from drift_framework.recipe import ComponentSpec
+from drift_framework.types import CorrelationMap, Shift
+
+from . import weights
+
+
+class DCNNDenoiser:
+    """Denoise a frame with the trained network (any frame size; usable on its own, e.g. for display)."""
+
+    def __init__(self, params: dict, context=None):
+        import torch
+
+        self.torch = torch
+        self.device = weights.pick_device(params.get("device") or getattr(context, "device", None))
+        self.net = weights.load("denoiser", params.get("weights"), self.device)
+
+    def denoise(self, image: np.ndarray) -> np.ndarray:
+        return self.denoise_batch(image[None])[0]
+
+    def denoise_batch(self, frames: np.ndarray) -> np.ndarray:
+        """Denoise a (N, H, W) stack in one pass."""
+        from .models import normalize
+
+        torch = self.torch
+        with torch.inference_mode(), weights.flush_denormals():
+            x = torch.as_tensor(np.ascontiguousarray(frames, dtype=np.float32), device=self.device)[:, None]
+            xn, mean, std = normalize(x)
+            y = self.net(xn) * std + mean
+        return y[:, 0].cpu().numpy()
+
+
+class DCNNRegressor:
+    """Read the NCC map around zero shift with the trained network, then refine on the raw frames.
+
+    The network picks the basin (the right lattice peak) and a first estimate with its own sigma; the
+    ``gauss-newton`` refinement then measures the sub-pixel shift on the frames as acquired (their noise is
+    white; the denoised frames' is not). ``max_shift_px`` bounds the answer: a prediction beyond it falls back
+    to the highest NCC peak within it, with confidence 0.
+    """
+
+    method = "dcnn"
+
+    def __init__(self, params: dict, context=None):
+        import torch
+
+        self.torch = torch
+        self.p = params
+        self.device = weights.pick_device(params.get("device") or getattr(context, "device", None))
+        self.net = weights.load("regressor", params.get("weights"), self.device)
+        self.radius = self.net.radius
+        self.refiner = None
+        if params.get("refine", True):
+            spec = ComponentSpec("estimator", "gauss-newton", {"max_shift_px": None, "taper_px": 8.0,
+                                                               "iterations": 12, "margin_px": 3, "lowpass_px": 1.5})
+            self.refiner = build_component(spec)
+
+    def _window(self, cmap: CorrelationMap) -> np.ndarray:
+        r = self.radius
+        cy, cx = cmap.center
+        h, w = cmap.data.shape
+        ys = (np.arange(-r, r + 1) + cy) % h
+        xs = (np.arange(-r, r + 1) + cx) % w
+        return cmap.data[np.ix_(ys, xs)].astype(np.float32)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """(N, 2R+1, 2R+1) NCC windows → (N, 3): dy, dx, log σ² (per axis)."""
+        torch = self.torch
+        with torch.inference_mode(), weights.flush_denormals():
+            x = torch.as_tensor(windows, device=self.device)[:, None]
+            return self.net(x).cpu().numpy().astype(np.float64)
+
+    def estimate(self, cmap: CorrelationMap) -> Shift:
+        return self._finish(cmap, self.predict(self._window(cmap)[None])[0])
+
+    def _finish(self, cmap: CorrelationMap, pred: np.ndarray) -> Shift:
+        d = pred[:2]
+        sigma_net = math.sqrt(2 * math.exp(float(pred[2])))  # radial, from the per-axis variance
+        max_shift = self.p.get("max_shift_px")
+        if max_shift is not None and math.hypot(*d) > max_shift:
+            return self._within(cmap, max_shift)
+        raw = cmap.meta.get("raw", (cmap.reference, cmap.moving))
+        if self.refiner is None:
+            return Shift(float(d[0]), float(d[1]), sigma_net, _p_close(sigma_net), self.method,
+                         {"sigma_network": sigma_net})
+        fine = self.refiner.refine(raw[0], raw[1], d)
+        if not math.isfinite(fine.sigma) or math.hypot(fine.dy - d[0], fine.dx - d[1]) > max(1.0, 3 * sigma_net):
+            # the refinement left the network's basin: trust the network, say so
+            return Shift(float(d[0]), float(d[1]), sigma_net, 0.5 * _p_close(sigma_net), self.method,
+                         {"sigma_network": sigma_net, "refined": False})
+        basin = _p_close(sigma_net)
+        return Shift(fine.dy, fine.dx, fine.sigma, basin * fine.confidence, self.method,
+                     {"sigma_network": sigma_net, "refined": True, "cov": fine.meta.get("cov")})
+
+    def _within(self, cmap: CorrelationMap, max_shift: float) -> Shift:
+        yy, xx = np.ogrid[:cmap.data.shape[0], :cmap.data.shape[1]]
+        inside = (yy - cmap.center[0]) ** 2 + (xx - cmap.center[1]) ** 2 <= max_shift ** 2
+        idx = np.unravel_index(int(np.argmax(np.where(inside, cmap.data, -np.inf))), cmap.data.shape)
+        return Shift(float(idx[0] - cmap.center[0]), float(idx[1] - cmap.center[1]), math.sqrt(2 / 12), 0.0,
+                     self.method, {"fallback": "prediction beyond max_shift_px"})
+
+    def estimate_batch(self, pipeline, reference, frames) -> list[Shift]:
+        """Denoise, correlate and read a whole stack in batches (one network pass per batch)."""
+        from drift_framework.pipeline import check_image
+
+        ref = check_image(reference, "reference")
+        frames = [check_image(f, "moving") for f in frames]
+        den = getattr(pipeline.denoiser, "denoise_batch", None)
+        batch = int(self.p.get("batch_size") or 64)
+        out = []
+        ref_d = pipeline.denoiser.denoise(ref) if pipeline.denoiser is not None else ref
+        for start in range(0, len(frames), batch):
+            chunk = frames[start:start + batch]
+            movs = den(np.stack(chunk)) if den is not None else [pipeline.denoiser.denoise(f) for f in chunk]
+            cmaps = []
+            for raw, mov in zip(chunk, movs):
+                cm = pipeline.correlator.correlate(ref_d, mov)
+                cm.meta["raw"] = (ref, raw)
+                cmaps.append(cm)
+            preds = self.predict(np.stack([self._window(c) for c in cmaps]))
+            out += [self._finish(c, p) for c, p in zip(cmaps, preds)]
+        return out
+
+
+def _p_close(sigma: float) -> float:
+    return 1.0 - math.exp(-0.25 / max(sigma, 1e-9) ** 2)

@@ -1,0 +1,134 @@
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+import drift_framework as df
+
+import torch  # noqa: E402
+
+from drift_dcnn import weights  # noqa: E402
+from drift_dcnn.models import DenoiserNet, RegressorNet, ncc_window  # noqa: E402
+
+from conftest import ROOT, drift_cli, simulator_source  # noqa: E402
+
+
+def test_models_accept_any_frame_size():
+    net = DenoiserNet().eval()
+    for shape in [(1, 1, 64, 64), (2, 1, 97, 130)]:
+        assert net(torch.randn(shape)).shape == shape
+    reg = RegressorNet(radius=16).eval()
+    assert reg(torch.randn(3, 1, 33, 33)).shape == (3, 3)
+
+
+def test_ncc_window_peaks_at_the_shift():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(64, 64)).astype(np.float32)
+    mov = np.roll(img, (3, -2), axis=(0, 1))  # content moved by (+3, −2)
+    w = ncc_window(torch.tensor(img)[None], torch.tensor(mov)[None], 8)[0, 0].numpy()
+    assert np.unravel_index(w.argmax(), w.shape) == (8 + 3, 8 - 2)
+    assert w.max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_weights_round_trip_with_model_card(tmp_path):
+    net = RegressorNet(radius=8, channels=8, hidden=16)
+    card = weights.save(net, tmp_path / "regressor.pt", {"kind": "regressor", "note": "test"})
+    assert card["sha256"] == weights.sha256(tmp_path / "regressor.pt")
+    loaded = weights.load("regressor", tmp_path / "regressor.pt")
+    x = torch.randn(2, 1, 17, 17)
+    torch.testing.assert_close(loaded(x), net.eval()(x))
+
+
+def test_corrupt_or_mismatched_weights_are_clear_errors(tmp_path):
+    net = DenoiserNet(channels=8, depth=1)
+    weights.save(net, tmp_path / "denoiser.pt", {"kind": "denoiser"})
+    with pytest.raises(weights.WeightsError, match="does not hold regressor weights"):
+        weights.load("regressor", tmp_path / "denoiser.pt")
+    data = bytearray((tmp_path / "denoiser.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "denoiser.pt").write_bytes(bytes(data))
+    with pytest.raises(weights.WeightsError, match="sha256 differs"):
+        weights.load("denoiser", tmp_path / "denoiser.pt")
+    (tmp_path / "denoiser.json").unlink()
+    (tmp_path / "denoiser.pt").write_bytes(b"not a weights file")
+    with pytest.raises(weights.WeightsError, match="not a safe weights file"):
+        weights.load("denoiser", tmp_path / "denoiser.pt")
+    with pytest.raises(weights.WeightsError, match="no denoiser weights"):
+        weights.load("denoiser", tmp_path / "missing.pt")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_is_refused_without_running(tmp_path):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "regressor.pt"
+    torch.save({"kind": "regressor", "config": {}, "state_dict": {}, "x": _Payload(marker)}, path)
+    with pytest.raises(weights.WeightsError, match="not a safe weights file"):
+        weights.load("regressor", path)
+    assert not marker.exists()
+    with open(path, "wb") as fh:  # a bare pickle too
+        pickle.dump(_Payload(marker), fh)
+    with pytest.raises(weights.WeightsError):
+        weights.load("regressor", path)
+    assert not marker.exists()
+
+
+def test_short_training_run_lowers_the_loss_and_resumes(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(f"""\
+name: tiny
+source: {{plugin: simulator, spacing_px: [8, 12], rotation_deg: null, shape: [64, 64], noise: {{kind: none}}}}
+train:
+  batches: 60
+  batch_size: 8
+  patch: 48
+  lr: 0.003
+  channels: 8
+  depth: 2
+  validate_every: 20
+  validation_pairs: 8
+  validation_levels: [1.0]
+  checkpoint_dir: {tmp_path / 'ckpt'}
+  output: {tmp_path / 'den.pt'}
+""")
+    out = drift_cli("train", "denoiser", str(recipe), "-q")
+    assert out.returncode == 0, out.stderr
+    card = json.loads((tmp_path / "den.json").read_text())
+    losses = [h["loss"] for h in card["history"]]
+    gains = [h["metrics"]["uniform 1"]["gain_db"] for h in card["history"]]
+    assert len(losses) == 3 and gains[-1] > gains[0] and gains[-1] > 3
+    assert card["pairs_seen"] == 480 and card["sha256"] == weights.sha256(tmp_path / "den.pt")
+    recipe.write_text(recipe.read_text().replace("batches: 60", "batches: 80"))
+    out = drift_cli("train", "denoiser", str(recipe), "-q", "--resume")
+    assert out.returncode == 0, out.stderr
+    card = json.loads((tmp_path / "den.json").read_text())
+    assert [h["batch"] for h in card["history"]] == [20, 40, 60, 80]
+
+
+@pytest.mark.slow
+def test_shipped_weights_regression_snr1():
+    """The shipped weights on 200 fresh seeded pairs at SNR 1 (hexagonal, 128²): success ≥ 98 %."""
+    src = simulator_source(shape=[128, 128], spacing_px=[8, 16], rotation_deg=None,
+                           noise={"kind": "uniform", "snr": 1.0})
+    pipe = df.load_pipeline("dcnn")
+    pairs = list(src.pairs(200, seed=987654, crlb=False))
+    shifts = pipe.estimate_batch(pairs[0].reference, [])  # empty batch is fine
+    assert shifts == []
+    err = np.array([np.hypot(*(pipe.estimate(p.reference, p.moving).vector - p.shift)) for p in pairs])
+    assert np.mean(err < 0.5) >= 0.98
+
+
+def test_shipped_model_cards_describe_the_training():
+    for kind in ("denoiser", "regressor"):
+        card = json.loads(weights.shipped(kind).with_suffix(".json").read_text())
+        assert card["sha256"] == weights.sha256(weights.shipped(kind))
+        assert card["pairs_seen"] > 0 and card["torch"] and "train:" in card["recipe"]
+        assert weights.shipped(kind).stat().st_size < 5_000_000
