@@ -125,6 +125,19 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
+def _cmd_calibrate(args) -> int:
+    from .calibration import calibrate, write_calibration
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    cal = calibrate(recipe, steps=args.steps, step=args.step, radius=args.radius)
+    out = write_calibration(cal, args.output or f"{recipe.name}-calibration.yaml")
+    print(f"rotation {cal.rotation_deg:.2f}°, scale {cal.scale:.5g} {cal.units}/px (x/y ratio {cal.scale_ratio:.4f}, "
+          f"shear {cal.shear:.4f}), residual {cal.residual_px:.3f} px over {cal.steps} positions")
+    print(f"written: {out}  (use it with actuator.calibration: {{file: {out}}})")
+    return 0
+
+
 def _cmd_train(args) -> int:
     import json
 
@@ -157,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="list components by kind, with their package, and presets")
     p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("calibrate", help="fit the actuator's px → actuator-units matrix by moving it")
+    p.add_argument("recipe")
+    p.add_argument("--steps", type=int, default=12, help="positions visited (default 12)")
+    p.add_argument("--step", type=float, help="largest single move, actuator units (default: 2 px worth)")
+    p.add_argument("--radius", type=float, help="radius of the visited circle, actuator units (default: 4 steps)")
+    p.add_argument("-o", "--output", help="calibration file (default: NAME-calibration.yaml)")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("train", help="train a learned component (drift plugins lists the trainers)")
     p.add_argument("trainer", help="trainer name, e.g. denoiser or regressor")

@@ -67,6 +67,7 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the payload file is a plain pickle on purpose
 def test_pickle_payload_is_refused_without_running(tmp_path):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "regressor.pt"

@@ -39,11 +39,14 @@ def evaluate(pipelines: dict, pairs) -> dict:
     return {name: summarize(r["err"], r["sigma"], bounds, r["sec"]) for name, r in res.items()}
 
 
+def load_with_reference(spec: str) -> dict:
+    """Pipelines from a comma-separated list, with the scikit-image reference always last."""
+    names = [n.strip() for n in spec.split(",") if n.strip() and n.strip() != REFERENCE]
+    return {n: load_pipeline(n) for n in names + [REFERENCE]}
+
+
 def run(args) -> int:
-    names = [n.strip() for n in args.pipelines.split(",") if n.strip()]
-    if REFERENCE not in names:
-        names.append(REFERENCE)
-    pipelines = {n: load_pipeline(n) for n in names}
+    pipelines = load_with_reference(args.pipelines)
     rows = []
     with progress_bar() as bar:
         for level in args.snr:

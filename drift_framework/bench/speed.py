@@ -4,8 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from ..pipeline import load_pipeline
-from .accuracy import REFERENCE, evaluate
+from .accuracy import REFERENCE, evaluate, load_with_reference
 from .pairs import add_source_arguments, pair_source, source_params
 from .report import markdown_table, write_table
 
@@ -19,10 +18,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    names = [n.strip() for n in args.pipelines.split(",") if n.strip()]
-    if REFERENCE not in names:
-        names.append(REFERENCE)
-    pipelines = {n: load_pipeline(n) for n in names}
+    pipelines = load_with_reference(args.pipelines)
     rows = []
     for size in args.sizes:
         args.size = size

@@ -88,7 +88,7 @@ def drift_estimators():
                    "iterations": Param("int", 12, "Newton iterations", ge=1, le=100),
                    "margin_px": Param("int", 3, "Border kept beyond the initial shift (the Newton steps' room)",
                                       ge=2, le=32),
-                   "lowpass_px": Param("float", 1.5, "Gaussian weighting of the cross-spectrum (px; null: none)",
+                   "lowpass_px": Param("float", 2.0, "Gaussian weighting of the cross-spectrum (px; null: none)",
                                        gt=0, nullable=True)},
                   "Newton refinement of the correlation over the overlap (near the Cramér–Rao bound)"),
         Component("skimage", _skimage,

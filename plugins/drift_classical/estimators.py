@@ -334,7 +334,7 @@ class GaussNewton(MapEstimator):
     floor_px = 0.003
 
     def __init__(self, *, taper_px: float = 8.0, iterations: int = 12, margin_px: int = 3,
-                 lowpass_px: float | None = 1.5, **kw):
+                 lowpass_px: float | None = 2.0, **kw):
         super().__init__(**kw)
         self.taper, self.iterations, self.margin = taper_px, iterations, margin_px
         self.lowpass = lowpass_px

@@ -102,7 +102,9 @@ def drift_trainers():
             **_common(),
             "patch": Param("int", 96, "Training crop size, px", ge=16),
             "channels": Param("int", 24, "Channels at quarter resolution", ge=4, le=256),
-            "depth": Param("int", 4, "Convolutions at quarter resolution", ge=1, le=32)},
+            "depth": Param("int", 4, "Convolutions at quarter resolution", ge=1, le=32),
+            "decoder": Param("int", 16, "Channels of the first up-sampling stage (the second has half)",
+                             ge=2, le=256)},
             "Train the DCNN denoiser on noisy/noiseless pairs"),
         Trainer("regressor", _train_regressor, {
             **_common(),

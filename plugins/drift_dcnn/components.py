@@ -59,7 +59,7 @@ class DCNNRegressor:
         self.refiner = None
         if params.get("refine", True):
             spec = ComponentSpec("estimator", "gauss-newton", {"max_shift_px": None, "taper_px": 8.0,
-                                                               "iterations": 12, "margin_px": 3, "lowpass_px": 1.5})
+                                                               "iterations": 12, "margin_px": 3, "lowpass_px": 2.0})
             self.refiner = build_component(spec)
 
     def _window(self, cmap: CorrelationMap) -> np.ndarray:

@@ -16,9 +16,9 @@ from torch import nn
 
 
 class DenoiserNet(nn.Module):
-    def __init__(self, channels: int = 24, depth: int = 4):
+    def __init__(self, channels: int = 24, depth: int = 4, decoder: int = 16):
         super().__init__()
-        c = channels
+        c, dc = channels, decoder
         self.down = nn.Sequential(
             nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(16, c, 3, stride=2, padding=1), nn.ReLU(inplace=True))
@@ -28,10 +28,10 @@ class DenoiserNet(nn.Module):
             mid += [nn.Conv2d(c, c, 3, padding=dil, dilation=dil), nn.ReLU(inplace=True)]
         self.mid = nn.Sequential(*mid)
         self.up = nn.Sequential(
-            nn.ConvTranspose2d(c, 16, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), nn.ReLU(inplace=True))
-        self.out = nn.Conv2d(8 + 1, 1, 3, padding=1)
-        self.config = {"channels": channels, "depth": depth}
+            nn.ConvTranspose2d(c, dc, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(dc, dc // 2, 4, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(dc // 2 + 1, 1, 3, padding=1)
+        self.config = {"channels": channels, "depth": depth, "decoder": decoder}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -163,7 +163,7 @@ def train_denoiser(recipe, options: dict) -> dict:
                 out[b["name"]] = {"gain_db": 10 * math.log10(before / max(after, 1e-12)), "mse": after}
         return out
 
-    net = DenoiserNet(channels=cfg["channels"], depth=cfg["depth"])
+    net = DenoiserNet(channels=cfg["channels"], depth=cfg["depth"], decoder=cfg["decoder"])
     return _loop("denoiser", recipe, options, net, step_loss, validate)
 
 
