@@ -50,6 +50,7 @@ def _print_summary(summary) -> None:
         ("corrections sent", f"{summary.corrected}"),
         ("estimates gated (not acted on)", f"{summary.skipped}"),
         ("commands clipped by limits", f"{summary.clipped}"),
+        ("pauses (bad estimates in a row)", f"{summary.pauses}"),
     ]
     if math.isfinite(summary.residual_rms_px):
         rows += [

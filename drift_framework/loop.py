@@ -101,6 +101,7 @@ class RunSummary:
     clipped: int
     stop_reason: str
     duration_s: float
+    pauses: int = 0
     residual_rms_px: float = float("nan")
     uncorrected_rms_px: float = float("nan")
     measurement_rmse_px: float = float("nan")
@@ -235,7 +236,7 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
     writer = None
     t0 = time.perf_counter()
     steps: list[Step] = []
-    counts = {"corrected": 0, "skipped": 0, "clipped": 0}
+    counts = {"corrected": 0, "skipped": 0, "clipped": 0, "pauses": 0}
     try:
         first = source.acquire()
         shape = np.shape(first.data)
@@ -259,10 +260,11 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
                 counts["corrected"] += step.status == 1
                 counts["skipped"] += step.status in (3, 4)
                 counts["clipped"] += step.clipped
+                counts["pauses"] += step.message.startswith("paused")
                 if progress is not None:
                     progress(step)
                 _notify(pm, "drift_step_completed", run=ctx, step=step)
-                if state.bad_in_row >= settings["pause_after_bad"]:
+                if state.bad_in_row >= settings["stop_after_bad"]:
                     ctx.request_stop(f"{state.bad_in_row} bad estimates in a row (last: {step.message}); "
                                      "check focus, dose and the pipeline")
                 if ctx.stop_reason:
@@ -293,7 +295,7 @@ def _notify(pm, hook: str, **kwargs) -> None:
 
 def _summarize(recipe, out, steps, counts, reason, duration) -> RunSummary:
     s = RunSummary(recipe.name, str(out), len(steps), counts["corrected"], counts["skipped"], counts["clipped"],
-                   reason, duration)
+                   reason, duration, counts["pauses"])
     after = steps[WARMUP_FRAMES:]
     if after:
         s.residual_rms_px = _rms(np.array([st.true_offset for st in after]))
@@ -317,6 +319,9 @@ class _LoopState:
         self.delay = settings["actuation_delay_frames"]
         self.position = np.zeros(2)     # commanded actuator position, actuator units
         self.bad_in_row = 0
+        self.good_in_row = 0
+        self.paused = False
+        self.last_correction = None
         self.last_time = None
         self.period = None
 
@@ -334,8 +339,7 @@ class _LoopState:
         try:
             shift = pipeline.estimate(self.reference.data, frame.data)
         except FrameError as exc:
-            self.bad_in_row += 1
-            step.status, step.message = 4, str(exc)
+            step.status, step.message = 4, self._bad(str(exc))
             return step
         step.shift = shift
         step.offset = self.reference_offset + shift.vector
@@ -343,15 +347,25 @@ class _LoopState:
         good = (np.isfinite(shift.dy) and np.isfinite(shift.dx)
                 and not (shift.confidence < s["min_confidence"]) and not (shift.sigma > s["max_sigma_px"]))
         if not good:
-            self.bad_in_row += 1
             step.status = 3
-            step.message = f"confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px"
+            step.message = self._bad(f"confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px")
             return step
         self.bad_in_row = 0
         self._manage_reference(frame, step)
         step.status = 2
+        if self.paused:
+            self.good_in_row += 1
+            if self.good_in_row < s["resume_after_good"]:
+                step.status, step.message = 5, f"held: {self.good_in_row} good estimate(s) of {s['resume_after_good']}"
+                return step
+            self.paused = False
+            step.message = "resumed"
+            log.warning("frame %d: corrections resumed after %d good estimates", frame.index, self.good_in_row)
         if self.actuator is None or (frame.index % s["correct_every"]) != 0:
             return step
+        if self.last_correction is not None and frame.time_s - self.last_correction < s["correct_every_s"]:
+            return step
+        self.last_correction = frame.time_s
         drift = step.offset + seen  # the field of view this frame was taken at, not the one commanded since
         next_time = frame.time_s + (1 + self.delay) * (self.period or 0.0)
         target = np.asarray(self.controller.update(frame.time_s, drift, shift.sigma, self.fov.copy(), next_time), float)
@@ -366,12 +380,25 @@ class _LoopState:
         step.requested, step.command, step.clipped, step.status = requested, command, clipped, 1
         return step
 
+    def _bad(self, why: str) -> str:
+        """Count a bad estimate; pause corrections after ``pause_after_bad`` in a row (a suspender)."""
+        self.bad_in_row += 1
+        self.good_in_row = 0
+        if not self.paused and self.bad_in_row >= self.settings["pause_after_bad"]:
+            self.paused = True
+            log.warning("corrections paused after %d bad estimates in a row (%s); they resume after %d good ones",
+                        self.bad_in_row, why, self.settings["resume_after_good"])
+            return f"paused: {why}"
+        return why
+
     def _take_reference(self, frame, step, offset) -> Step:
         self.reference, self.reference_offset, self.reference_index = frame, offset, frame.index
         step.offset = offset
         return step
 
     def _manage_reference(self, frame, step) -> None:
-        mode = self.settings["reference"]
-        if mode == "previous" or (mode == "rolling" and frame.index - self.reference_index >= self.settings["rolling_every"]):
+        mode, s = self.settings["reference"], self.settings
+        moved = np.abs(step.offset - self.reference_offset) / np.asarray(np.shape(frame.data), float)
+        if (mode == "previous" or (mode == "rolling" and frame.index - self.reference_index >= s["rolling_every"])
+                or (mode == "keyframe" and np.max(moved) >= s["keyframe_shift"])):
             self.reference, self.reference_offset, self.reference_index = frame, step.offset.copy(), frame.index

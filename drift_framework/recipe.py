@@ -294,17 +294,23 @@ _CALIBRATION = Param("mapping", None, "px → actuator units; default: the actua
 
 RUN_SCHEMA: dict[str, Param] = {
     "frames": Param("int", 100, "Number of frames to acquire", gt=0, le=10_000_000),
-    "reference": Param("str", "first", "Reference frame for each estimate", choices=("first", "previous", "rolling")),
+    "reference": Param("str", "first", "Reference frame for each estimate",
+                       choices=("first", "previous", "rolling", "keyframe")),
     "rolling_every": Param("int", 20, "With reference: rolling, take a new reference every N frames", ge=1),
+    "keyframe_shift": Param("float", 0.25, "With reference: keyframe, take a new reference when the content has "
+                                           "moved this fraction of the frame from it", gt=0, lt=1),
     "output": Param("str", "runs/{name}.h5", "Run file ({name} is replaced by the recipe name)"),
     "overwrite": Param("bool", True, "Replace an existing run file"),
     "save_frames": Param("bool", False, "Store every frame (chunked, compressed)"),
     "correct_every": Param("int", 1, "Send a correction every N frames", ge=1),
+    "correct_every_s": Param("float", 0.0, "And at most one correction per this many seconds", ge=0),
     "actuation_delay_frames": Param("int", 0, "Frames before a command shows in the images (actuator lag)",
                                     ge=0, le=100),
     "min_confidence": Param("float", 0.5, "Estimates below this confidence never move the actuator", ge=0, le=1),
     "max_sigma_px": Param("float", 1.0, "Estimates with a larger uncertainty never move the actuator", gt=0),
-    "pause_after_bad": Param("int", 10, "Stop the run after this many bad estimates in a row", ge=1),
+    "pause_after_bad": Param("int", 5, "Pause corrections after this many bad estimates in a row", ge=1),
+    "resume_after_good": Param("int", 3, "Resume after this many good estimates in a row", ge=1),
+    "stop_after_bad": Param("int", 50, "Stop the run after this many bad estimates in a row", ge=1),
     "seed": Param("int", None, "Seed shared with components that take one", nullable=True),
 }
 

@@ -51,7 +51,7 @@ STATUS = {
     2: "measured",        # measured, no correction scheduled (open loop or correct_every)
     3: "low-confidence",  # measured, gated: actuator not moved
     4: "bad-frame",       # the frame could not be used: actuator not moved
-    5: "held",            # no estimate needed (e.g. new reference)
+    5: "held",            # good estimate, not acted on: corrections are paused after bad ones
 }
 
 

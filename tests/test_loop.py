@@ -177,3 +177,62 @@ def test_ctrl_c_stops_cleanly_with_a_closed_file(tmp_path):
     assert "interrupted" in out
     run = read_run(tmp_path / "run.h5")
     assert run.finished and run.summary["stop_reason"] == "interrupted (Ctrl-C)"
+
+
+def test_suspender_pauses_after_bad_estimates_and_resumes(tmp_path, monkeypatch):
+    import drift_simulator.microscope as micro
+
+    real = micro.VirtualMicroscope.acquire
+
+    def acquire(self):
+        frame = real(self)
+        if 5 <= frame.index < 12:  # seven unusable frames (beam blanked)
+            frame.data[:] = 0.0
+        return frame
+
+    monkeypatch.setattr(micro.VirtualMicroscope, "acquire", acquire)
+    path = _recipe(tmp_path, frames=25, extra_run=", pause_after_bad: 3, resume_after_good: 2")
+    summary = df.run(path)
+    run = read_run(summary.output)
+    status = run.steps["status"]
+    assert list(status[5:12]) == [4] * 7                    # bad frames: recorded, never acted on
+    np.testing.assert_array_equal(run.steps["command"][5:13], 0)
+    assert status[12] == 5                                  # first good estimate: still paused (held)
+    assert status[13] == 1 and status[14] == 1              # resumed after 2 good ones
+    assert summary.pauses == 1 and summary.stop_reason == "completed"
+
+
+def test_run_stops_when_estimates_never_recover(tmp_path, monkeypatch):
+    import drift_simulator.microscope as micro
+
+    real = micro.VirtualMicroscope.acquire
+
+    def acquire(self):
+        frame = real(self)
+        if frame.index >= 3:
+            frame.data[:] = np.nan
+        return frame
+
+    monkeypatch.setattr(micro.VirtualMicroscope, "acquire", acquire)
+    summary = df.run(_recipe(tmp_path, frames=40, extra_run=", stop_after_bad: 6"))
+    assert summary.steps == 9 and "6 bad estimates in a row" in summary.stop_reason
+    assert read_run(summary.output).finished
+
+
+def test_keyframe_reference_follows_large_offsets(tmp_path):
+    path = _recipe(tmp_path, frames=40, controller="none", extra_run=", reference: keyframe, keyframe_shift: 0.03")
+    text = path.read_text().replace("actuator:\n  plugin: simulated-stage\n  limits: {max_step: 2.0, travel: 50.0}\n", "")
+    path.write_text(text)
+    summary = df.run(path)
+    run = read_run(summary.output)
+    err = run.steps["offset"][1:] - run.steps["true_offset"][1:]
+    assert np.abs(run.steps["true_offset"][-1]).max() > 10      # far beyond one keyframe distance (2.9 px)
+    assert len(set(np.round(run.steps["offset"][:, 0] - run.steps["shift"][:, 0], 6))) > 3  # several keyframes
+    assert np.sqrt(np.mean(np.sum(err ** 2, axis=1))) < 0.1    # offsets carried across keyframes
+
+
+def test_correction_every_t_seconds(tmp_path):
+    frame_time = 96 * 96 * 2e-6
+    summary = df.run(_recipe(tmp_path, frames=20, extra_run=f", correct_every_s: {3.5 * frame_time}"))
+    run = read_run(summary.output)
+    assert list(np.nonzero(run.steps["status"] == 1)[0]) == [1, 5, 9, 13, 17]
