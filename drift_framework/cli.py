@@ -35,7 +35,7 @@ def _cmd_run(args) -> int:
 
         summary = run(recipe, output=args.output, frames=args.frames, progress=progress)
     _print_summary(summary)
-    return 0 if summary.stop_reason in ("completed", "interrupted (Ctrl-C)") else 1
+    return 0 if summary.stop_reason.startswith(("completed", "interrupted")) else 1
 
 
 def _print_summary(summary) -> None:
@@ -189,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     from . import bench
+    from .registry import plugin_manager
+
     bench.add_parser(sub)
+    plugin_manager().hook.drift_commands(subparsers=sub)
     return parser
 
 

@@ -169,6 +169,22 @@ def drift_trainers():
     """
 
 
+@hookspec
+def drift_commands(subparsers):
+    """Add sub-commands to the ``drift`` command line (``drift correct`` comes from a plugin this way).
+
+    :param subparsers: the ``argparse`` sub-parser collection; set ``func`` to a callable taking the parsed
+        arguments and returning an exit status.  Import heavy libraries inside ``func``, not here.
+
+    Example::
+
+        @hookimpl
+        def drift_commands(subparsers):
+            p = subparsers.add_parser("hello", help="say hello")
+            p.set_defaults(func=lambda args: print("hello") or 0)
+    """
+
+
 # --------------------------------------------------------------------------- #
 # Run observers (called by the loop)
 # --------------------------------------------------------------------------- #

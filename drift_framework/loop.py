@@ -23,7 +23,7 @@ from .pipeline import Pipeline, build_component
 from .recipe import Recipe, load_recipe
 from .registry import get_registry
 from .store import RunWriter
-from .types import BuildContext, FrameError, Shift
+from .types import BuildContext, FrameError, Shift, SourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,11 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
         with _Interrupt(ctx):
             for i in range(n_frames):
                 if i > 0:
-                    frame = source.acquire()
+                    try:
+                        frame = source.acquire()
+                    except SourceExhausted:
+                        ctx.request_stop("completed (the source has no more frames)")
+                        break
                 t_step = time.perf_counter()
                 step = state.step(frame, pipeline)
                 step.step_seconds = time.perf_counter() - t_step

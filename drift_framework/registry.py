@@ -29,6 +29,7 @@ BUILTIN_PLUGINS = (
     "drift_classical",
     "drift_control",
     "drift_dcnn",
+    "drift_hyperspy",
 )
 
 ENTRY_POINT_GROUP = "drift_framework"

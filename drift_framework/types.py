@@ -31,6 +31,7 @@ __all__ = [
     "BuildContext",
     "FrameError",
     "ParamError",
+    "SourceExhausted",
     "Pair",
     "FrameSource",
     "Denoiser",
@@ -47,6 +48,10 @@ COMPONENT_KINDS = ("source", "denoiser", "correlator", "estimator", "controller"
 
 class FrameError(ValueError):
     """A frame (or a pair of frames) cannot be used for shift estimation."""
+
+
+class SourceExhausted(Exception):
+    """Raised by ``acquire()`` when a finite source (a file) has no more frames; the loop ends normally."""
 
 
 class ParamError(ValueError):

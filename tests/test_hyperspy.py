@@ -1,0 +1,138 @@
+import csv
+import warnings
+
+import numpy as np
+import pytest
+
+import drift_framework as df
+
+import hyperspy.api as hs  # noqa: E402
+
+from drift_hyperspy import correct  # noqa: E402
+from drift_hyperspy.source import HyperSpyError, load_images  # noqa: E402
+
+from conftest import REAL_DATA, drift_cli, simulator_source  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _stack(n=6, size=96, snr=4.0, velocity=(0.6, -0.4), seed=3):
+    src = simulator_source(shape=[size, size], spacing_px=11, noise={"kind": "gaussian", "snr": snr},
+                           drift=[{"kind": "linear", "velocity_px_per_frame": list(velocity)}], seed=seed)
+    frames = [src.acquire() for _ in range(n)]
+    s = hs.signals.Signal2D(np.stack([f.data for f in frames]))
+    for ax in s.axes_manager.signal_axes:
+        ax.scale, ax.units = 0.03, "nm"
+    s.axes_manager.navigation_axes[0].scale, s.axes_manager.navigation_axes[0].units = 0.5, "s"
+    s.metadata.General.title = "test stack"
+    truth = np.array([f.meta["true_offset_px"] for f in frames])
+    return s, truth
+
+
+@pytest.mark.parametrize("reference", ["first", "previous", "all-pairs"])
+def test_correct_signal_recovers_known_drift(reference):
+    s, truth = _stack()
+    aligned, shifts = correct(s, "classical", reference=reference)
+    np.testing.assert_allclose(shifts.data[:, :2], truth, atol=0.05)
+    assert shifts.data.shape == (6, 4)
+    assert aligned.axes_manager.signal_axes[0].units == "nm" and aligned.axes_manager.signal_axes[0].scale == 0.03
+    assert aligned.axes_manager.navigation_axes[0].units == "s"
+    assert aligned.metadata.drift_framework.reference == reference
+    assert aligned.metadata.General.title == "test stack (drift corrected)"
+    # aligned frames agree with each other much better than the raw ones
+    a = np.asarray(aligned.data, float)
+    assert np.mean(np.abs(a[-1] - a[0])) < 0.5 * np.mean(np.abs(np.asarray(s.data[-1], float)[:a.shape[1], :a.shape[2]]
+                                                                 - np.asarray(s.data[0], float)[:a.shape[1], :a.shape[2]]))
+
+
+@pytest.mark.parametrize("mode,shape", [("crop", None), ("expand", None), ("fill", (96, 96))])
+def test_alignment_modes(mode, shape):
+    s, truth = _stack()
+    aligned, _ = correct(s, "classical", mode=mode, order=1)
+    span = np.ptp(truth, axis=0)
+    if mode == "crop":
+        assert aligned.data.shape[1] <= 96 - np.floor(span[0]) and aligned.data.shape[2] <= 96 - np.floor(span[1])
+    elif mode == "expand":
+        assert aligned.data.shape[1] >= 96 + np.floor(span[0]) and np.isnan(aligned.data).any()
+    else:
+        assert aligned.data.shape[1:] == shape
+
+
+@pytest.mark.parametrize("ext", ["hspy", "tif"])
+def test_round_trip_through_files_and_the_cli(tmp_path, ext):
+    s, truth = _stack()
+    path = tmp_path / f"stack.{ext}"
+    s.save(str(path))
+    loaded = load_images(path)
+    assert loaded.data.shape == (6, 96, 96)
+    out = drift_cli("correct", str(path), "-o", str(tmp_path / "aligned.hspy"), "--reference", "all-pairs")
+    assert out.returncode == 0, out.stderr
+    back = hs.load(str(tmp_path / "aligned.hspy"))
+    assert back.metadata.drift_framework.pipeline == "classical"
+    with open(tmp_path / "aligned.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    got = np.array([[float(r["dy_px"]), float(r["dx_px"])] for r in rows])
+    np.testing.assert_allclose(got, truth, atol=0.05)
+
+
+def test_lazy_signal_gives_the_same_shifts():
+    s, _ = _stack()
+    _, eager = correct(s, "classical")
+    aligned, lazy = correct(s.as_lazy(), "classical")
+    np.testing.assert_allclose(lazy.data, eager.data)
+    assert aligned._lazy
+
+
+def test_local_cluster_gives_the_same_shifts():
+    from distributed import LocalCluster
+
+    s, _ = _stack(n=5)
+    _, local = correct(s, "classical", reference="all-pairs")
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                      processes=True) as cluster:
+        _, remote = correct(s, "classical", reference="all-pairs", scheduler=cluster.scheduler_address)
+    np.testing.assert_allclose(remote.data, local.data, atol=1e-9)
+
+
+def test_recorded_series_replays_through_a_recipe(tmp_path):
+    s, truth = _stack()
+    s.save(str(tmp_path / "stack.hspy"))
+    (tmp_path / "replay.yaml").write_text(f"name: replay\nsource: {{plugin: hyperspy, path: stack.hspy}}\n"
+                                          f"pipeline: classical\nrun: {{frames: 100, output: {tmp_path / 'r.h5'}}}\n")
+    summary = df.run(tmp_path / "replay.yaml")
+    assert summary.steps == 6 and summary.stop_reason.startswith("completed")
+    run = df.read_run(summary.output)
+    np.testing.assert_allclose(run.steps["offset"], truth, atol=0.05)
+    assert run.attrs["pixel_size_nm"] == pytest.approx(0.03)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    for path, fragment in [(tmp_path / "missing.hspy", "no such file"), (tmp_path / "notes.txt", "cannot read")]:
+        out = drift_cli("correct", str(path), "-o", str(tmp_path / "o.hspy"))
+        assert out.returncode == 2 and fragment in out.stderr and "Traceback" not in out.stderr
+    one = hs.signals.Signal2D(np.random.default_rng(0).random((1, 64, 64)))
+    with pytest.raises(HyperSpyError, match="at least 2 frames"):
+        correct(one)
+    s, _ = _stack(n=3)
+    s.data[1, 5, 5] = np.nan
+    with pytest.raises(HyperSpyError, match=r"frame\(s\) \[1\]"):
+        correct(s)
+    spectrum = hs.signals.Signal1D(np.zeros(100))
+    spectrum.save(str(tmp_path / "spectrum.hspy"))
+    with pytest.raises(HyperSpyError, match="not an image"):
+        load_images(tmp_path / "spectrum.hspy")
+
+
+def test_real_stem_stack_aligns_better_than_raw():
+    s = hs.load(str(REAL_DATA / "stem_abf_data_imagestack.hspy"))
+    aligned, shifts = correct(s, "classical", reference="first")
+    a = np.asarray(aligned.data, float)
+    raw = np.asarray(s.data, float)[:, :a.shape[1], :a.shape[2]]
+
+    def ncc(x, y):
+        x, y = x - x.mean(), y - y.mean()
+        return float(np.sum(x * y) / np.sqrt(np.sum(x * x) * np.sum(y * y)))
+
+    assert np.mean([ncc(a[0], a[i]) for i in range(1, 5)]) > 1.5 * np.mean([ncc(raw[0], raw[i]) for i in range(1, 5)])
+    assert 2.0 < np.max(np.abs(np.diff(shifts.data[:, 1]))) < 5.0  # ~3 px/frame of real drift along x
