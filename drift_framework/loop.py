@@ -169,17 +169,28 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _build(recipe: Recipe):
+def build_hardware(recipe: Recipe):
+    """The recipe's frame source and actuator (None without one); the actuator may share the source's state."""
     ctx = BuildContext(recipe_dir=recipe.directory, extra={"seed": recipe.run.get("seed")})
     source = build_component(recipe.source, ctx)
     ctx.source = source
+    try:
+        actuator = build_component(recipe.actuator, ctx) if recipe.actuator else None
+    except BaseException:
+        _close(source)
+        raise
+    return source, actuator, ctx
+
+
+def _build(recipe: Recipe):
+    source, actuator, ctx = build_hardware(recipe)
     try:
         parts = {k: build_component(s, ctx) for k, s in recipe.pipeline.items()}
         pipeline = Pipeline(parts["denoiser"], parts["correlator"], parts["estimator"], name=recipe.name,
                             specs=recipe.pipeline)
         controller = build_component(recipe.controller, ctx)
-        actuator = build_component(recipe.actuator, ctx) if recipe.actuator else None
     except BaseException:
+        _close(actuator)
         _close(source)
         raise
     return source, pipeline, controller, actuator

@@ -30,6 +30,7 @@ BUILTIN_PLUGINS = (
     "drift_control",
     "drift_dcnn",
     "drift_hyperspy",
+    "drift_pyro5",
 )
 
 ENTRY_POINT_GROUP = "drift_framework"

@@ -1,0 +1,87 @@
+"""Client components ``pyro5`` (frame source and actuator) for a microscope served by ``drift serve``.
+
+Every call has a timeout. When the server dies or restarts, calls are retried with exponential back-off after
+reconnecting; a command keeps its id across retries, so the server applies it at most once. When the server
+stays away, the call fails with one clear message and the run ends with its file intact.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import numpy as np
+
+from .transport import SERIALIZER, frame_from_wire
+
+log = logging.getLogger(__name__)
+
+
+class RemoteError(ConnectionError):
+    """The remote microscope could not be reached."""
+
+
+class _Remote:
+    def __init__(self, params: dict):
+        import Pyro5.api
+        import Pyro5.errors
+
+        self.errors = Pyro5.errors
+        self.uri, self.timeout = params["uri"], params["timeout_s"]
+        self.retries, self.backoff = params["retries"], params["backoff_s"]
+        try:
+            self.proxy = Pyro5.api.Proxy(self.uri)
+        except self.errors.PyroError as exc:
+            raise RemoteError(f"bad microscope URI {self.uri!r}: {exc}") from None
+        self.proxy._pyroSerializer = SERIALIZER
+        self.proxy._pyroTimeout = self.timeout
+        self.reconnects = 0
+        self.call("info")
+
+    def call(self, method: str, *args):
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return getattr(self.proxy, method)(*args)
+            except (self.errors.CommunicationError, self.errors.TimeoutError, OSError) as exc:
+                if attempt == self.retries:
+                    raise RemoteError(f"microscope at {self.uri} unreachable after {self.retries + 1} tries "
+                                      f"({type(exc).__name__}: {exc})") from None
+                log.warning("microscope at %s: %s; retrying in %.1f s", self.uri, exc, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                try:
+                    self.proxy._pyroReconnect(tries=1)
+                    self.reconnects += 1
+                except self.errors.CommunicationError:
+                    pass
+
+    def close(self) -> None:
+        self.proxy._pyroRelease()
+
+
+class RemoteSource(_Remote):
+    """Frame source ``pyro5``."""
+
+    def acquire(self):
+        return frame_from_wire(self.call("acquire"))
+
+
+class RemoteActuator(_Remote):
+    """Actuator ``pyro5``: commands carry ids, so a retried command is applied at most once."""
+
+    def __init__(self, params: dict, context=None):
+        super().__init__(params)
+        self.name = params["actuator"]
+        info = self.call("info")
+        if self.name not in info["actuators"]:
+            raise RemoteError(f"the microscope at {self.uri} has no actuator {self.name!r} "
+                              f"(it has: {', '.join(info['actuators']) or 'none'})")
+        self.units = info["actuators"][self.name]
+        self.calibration = np.asarray(self.call("calibration", self.name), float)
+        self.sent = []
+
+    def move_by(self, command) -> None:
+        command_id = uuid.uuid4().hex
+        result = self.call("move_by", self.name, [float(c) for c in command], command_id)
+        self.sent.append((command_id, result))

@@ -1,0 +1,119 @@
+"""``drift serve RECIPE``: a microscope (any source and actuators built from a recipe) as a Pyro5 object.
+
+Only the methods marked ``@expose`` are reachable. The server enforces its own actuator limits, whatever a
+client sends, and applies each command id at most once (a client that retries after a lost reply cannot move
+the stage twice).
+"""
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import socket
+import threading
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST, DEFAULT_PORT, OBJECT_ID = "127.0.0.1", 9091, "drift.microscope"
+
+
+class ServeError(ValueError):
+    """The server cannot start as asked."""
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def make_service(source, actuators: dict, limits: dict):
+    """The exposed microscope object (a class built here so Pyro5 is imported only when serving)."""
+    import Pyro5.api
+
+    from drift_framework.loop import Limits
+
+    from .transport import frame_to_wire
+
+    @Pyro5.api.expose
+    @Pyro5.api.behavior(instance_mode="single")
+    class Microscope:
+        def __init__(self):
+            self._lock = threading.Lock()
+            self._limits = {name: Limits(**limits[name]) for name in actuators}
+            self._position = {name: np.zeros(2) for name in actuators}
+            self._applied = collections.OrderedDict()
+
+        def info(self) -> dict:
+            return {"actuators": {n: getattr(a, "units", "") for n, a in actuators.items()},
+                    "limits": limits, "source": type(source).__name__}
+
+        def acquire(self) -> dict:
+            with self._lock:
+                return frame_to_wire(source.acquire())
+
+        def calibration(self, actuator: str) -> list:
+            return np.asarray(self._actuator(actuator).calibration, float).tolist()
+
+        def move_by(self, actuator: str, command, command_id: str) -> dict:
+            with self._lock:
+                if command_id in self._applied:
+                    return {**self._applied[command_id], "duplicate": True}
+                act = self._actuator(actuator)
+                cmd = np.asarray(command, float)
+                if cmd.shape != (2,):
+                    raise ValueError(f"command must be two numbers, got {command!r}")
+                sent, clipped = self._limits[actuator].clip(cmd, self._position[actuator])
+                act.move_by(sent)
+                self._position[actuator] = self._position[actuator] + sent
+                result = {"sent": sent.tolist(), "clipped": bool(clipped), "duplicate": False}
+                self._applied[command_id] = result
+                while len(self._applied) > 100_000:
+                    self._applied.popitem(last=False)
+                return result
+
+        def _actuator(self, name: str):
+            if name not in actuators:
+                raise KeyError(f"no actuator {name!r}; this microscope has {', '.join(actuators) or 'none'}")
+            return actuators[name]
+
+    return Microscope()
+
+
+def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_remote: bool = False,
+          nameserver: bool = False, ssl_cert: str | None = None, ssl_key: str | None = None, ready=None):
+    """Build the recipe's source and actuator and serve them until interrupted."""
+    import Pyro5.api
+    from Pyro5 import config
+
+    from drift_framework.loop import _close, build_hardware
+
+    if not is_loopback(host) and not allow_remote:
+        raise ServeError(f"refusing to listen on {host}: not a loopback address; pass --allow-remote to expose "
+                         "the microscope on the network (and consider --tls)")
+    if recipe.actuator is not None and not recipe.limits:
+        raise ServeError("the served actuator needs limits")
+    config.SERIALIZER = "marshal"
+    if ssl_cert:
+        config.SSL, config.SSL_SERVERCERT, config.SSL_SERVERKEY = True, ssl_cert, ssl_key
+    if recipe.source is None:
+        raise ServeError("the recipe has no source to serve")
+    source, actuator, _ = build_hardware(recipe)
+    actuators = {"stage": actuator} if actuator is not None else {}
+    limits = {"stage": dict(recipe.limits)} if actuator is not None else {}
+    service = make_service(source, actuators, limits)
+    try:
+        with Pyro5.api.Daemon(host=host, port=port) as daemon:
+            uri = daemon.register(service, OBJECT_ID)
+            if nameserver:
+                Pyro5.api.locate_ns().register(OBJECT_ID, uri)
+            log.info("serving %s", uri)
+            if ready is not None:
+                ready(uri)
+            daemon.requestLoop()
+    finally:
+        for component in (actuator, source):
+            _close(component)
