@@ -69,3 +69,20 @@ def test_disable_plugins_blocks_by_name(vendor_site):
     env = dict(os.environ, PYTHONPATH=_pythonpath(vendor_site / "good_vendor"), DRIFT_DISABLE_PLUGINS="goodvendor")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "vendor-ramp" not in out.stdout and "simulator" in out.stdout, out.stdout + out.stderr
+
+
+def test_example_vendor_template_installs_lists_and_passes_its_tests(tmp_path):
+    """docs/plugins/example-vendor: a real install from its folder, `drift plugins`, and its own test suite."""
+    from conftest import ROOT
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(site), str(ROOT / "docs" / "plugins" / "example-vendor")], check=True, capture_output=True)
+    env = {"PYTHONPATH": _pythonpath(site), "COLUMNS": "200"}
+    out = drift_cli("plugins", env=env)
+    assert "acme-camera" in out.stdout and "acme-stage" in out.stdout and "drift-acme" in out.stdout
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            str(ROOT / "docs" / "plugins" / "example-vendor" / "tests")],
+                           capture_output=True, text=True, env=dict(os.environ, **env), cwd=tmp_path)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "4 passed" in tests.stdout
