@@ -114,6 +114,9 @@ def drift_trainers():
             "denoiser": Param("str", "dcnn", "Denoiser in front: dcnn, none, or a classical denoiser name"),
             "denoiser_weights": Param("str", None, "Denoiser weights (default: shipped)", nullable=True),
             "nll_after": Param("float", 0.2, "Fraction of batches trained on MSE before the Gaussian NLL",
-                               ge=0, le=1)},
+                               ge=0, le=1),
+            "input": Param("str", "ncc", "What the network reads: the NCC window, or (ablation) the two frames",
+                           choices=("ncc", "images")),
+            "image_crop": Param("int", 64, "With input: images, the centred crop fed to the network", ge=16)},
             "Train the DCNN regressor on NCC maps of denoised pairs"),
     ]

@@ -45,21 +45,24 @@ class DenoiserNet(nn.Module):
 class RegressorNet(nn.Module):
     """Reads a ``(2R+1)²`` NCC window; returns ``(dy, dx, log σ²)`` with shifts in pixels."""
 
-    def __init__(self, radius: int = 16, channels: int = 32, hidden: int = 128):
+    def __init__(self, radius: int = 16, channels: int = 32, hidden: int = 128, in_channels: int = 1,
+                 size: int | None = None):
         super().__init__()
         c = channels
         self.radius = radius
+        size = size or 2 * radius + 1  # the input's side: the NCC window, or an image crop (ablation)
         self.features = nn.Sequential(
-            nn.Conv2d(1, c, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, c, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, padding=1, stride=2), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, padding=1, stride=2), nn.ReLU(inplace=True))
-        side = ((2 * radius + 1) + 3) // 4
+        side = (size + 3) // 4
         self.head = nn.Sequential(
             nn.Flatten(), nn.Linear(c * side * side, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden // 2), nn.ReLU(inplace=True),
             nn.Linear(hidden // 2, 3))
-        self.config = {"radius": radius, "channels": channels, "hidden": hidden}
+        self.config = {"radius": radius, "channels": channels, "hidden": hidden, "in_channels": in_channels,
+                       "size": size}
 
     def forward(self, ncc: torch.Tensor) -> torch.Tensor:
         out = self.head(self.features(ncc))

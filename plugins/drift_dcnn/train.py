@@ -215,10 +215,19 @@ def train_regressor(recipe, options: dict) -> dict:
     denoise = _Denoise(cfg["denoiser"], cfg["denoiser_weights"], device)
     radius = cfg["radius"]
 
+    crop = cfg["image_crop"]
+
     def windows(batch, device):
         ref = denoise(batch["reference"], device)
         mov = denoise(batch["moving"], device)
-        return ncc_window(ref, mov, radius)
+        if cfg["input"] == "ncc":
+            return ncc_window(ref, mov, radius)
+        # ablation: the two (denoised) frames themselves, a centred crop, each normalized
+        h, w = ref.shape[-2:]
+        y0, x0 = (h - crop) // 2, (w - crop) // 2
+        pair = torch.stack([ref[:, y0:y0 + crop, x0:x0 + crop], mov[:, y0:y0 + crop, x0:x0 + crop]], dim=1)
+        pair = pair - pair.mean(dim=(-2, -1), keepdim=True)
+        return pair / pair.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
 
     def step_loss(model, batch, step, device):
         x = windows(batch, device)
@@ -244,6 +253,8 @@ def train_regressor(recipe, options: dict) -> dict:
                                   if ok.any() else math.nan}
         return out
 
-    net = RegressorNet(radius=radius, channels=cfg["channels"], hidden=cfg["hidden"])
+    images = cfg["input"] == "images"
+    net = RegressorNet(radius=radius, channels=cfg["channels"], hidden=cfg["hidden"],
+                       in_channels=2 if images else 1, size=crop if images else None)
     result = _loop("regressor", recipe, options, net, step_loss, validate)
     return result
