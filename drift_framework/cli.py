@@ -139,6 +139,14 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import report
+
+    files = report(args.run, args.output)
+    print("written: " + ", ".join(str(f) for f in files.values()))
+    return 0
+
+
 def _cmd_train(args) -> int:
     import json
 
@@ -172,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list components by kind, with their package, and presets")
     p.set_defaults(func=_cmd_plugins)
 
+    p = sub.add_parser("report", help="figures and a markdown summary of a run file (also while it runs)")
+    p.add_argument("run")
+    p.add_argument("-o", "--output", help="folder (default: beside the run file)")
+    p.set_defaults(func=_cmd_report)
+
     p = sub.add_parser("calibrate", help="fit the actuator's px → actuator-units matrix by moving it")
     p.add_argument("recipe")
     p.add_argument("--steps", type=int, default=12, help="positions visited (default 12)")
@@ -189,9 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     from . import bench
+    from .bench import compare
     from .registry import plugin_manager
 
     bench.add_parser(sub)
+    compare.add_parser(sub)
     plugin_manager().hook.drift_commands(subparsers=sub)
     return parser
 

@@ -24,8 +24,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/bench", help="folder for accuracy.md and accuracy.csv")
 
 
-def evaluate(pipelines: dict, pairs) -> dict:
-    """Run every pipeline on every pair (interleaved, so timings share the machine's state)."""
+def evaluate_detailed(pipelines: dict, pairs) -> tuple[dict, list]:
+    """Per-pair errors, sigmas and times of every pipeline (interleaved, so timings share the machine's state)."""
     res = {name: {"err": [], "sigma": [], "sec": []} for name in pipelines}
     bounds = []
     for p in pairs:
@@ -36,6 +36,12 @@ def evaluate(pipelines: dict, pairs) -> dict:
             r["err"].append((shift.dy - p.shift[0], shift.dx - p.shift[1]) if shift else (np.nan, np.nan))
             r["sigma"].append(shift.sigma if shift else np.nan)
             r["sec"].append(sec)
+    return res, bounds
+
+
+def evaluate(pipelines: dict, pairs) -> dict:
+    """The brief's metrics for every pipeline on the same pairs."""
+    res, bounds = evaluate_detailed(pipelines, pairs)
     return {name: summarize(r["err"], r["sigma"], bounds, r["sec"]) for name, r in res.items()}
 
 
