@@ -24,7 +24,8 @@ def _figure(rows: int, title: str):
     return fig, axes[:, 0]
 
 
-def _save(fig, path: Path, panels: list[str]) -> Path:
+def save_figure(fig, path: Path, panels: list[str]) -> Path:
+    """Save a PNG whose text metadata lists its panels (``Panels``: JSON), then close the figure."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -57,7 +58,7 @@ def trajectories(run, path: Path) -> Path:
     ax[2].set_xlabel("frame")
     ax[2].legend(fontsize=7)
     panels.append("residual magnitude and skipped steps")
-    return _save(fig, path, panels)
+    return save_figure(fig, path, panels)
 
 
 def commands(run, path: Path) -> Path:
@@ -76,7 +77,7 @@ def commands(run, path: Path) -> Path:
     ax[2].set_ylim(-0.05, 1.05)
     ax[2].set_ylabel("confidence")
     ax[2].set_xlabel("frame")
-    return _save(fig, path, ["commands", "sigma", "confidence"])
+    return save_figure(fig, path, ["commands", "sigma", "confidence"])
 
 
 def report(run_path, out_dir=None) -> dict:

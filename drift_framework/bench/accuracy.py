@@ -1,8 +1,6 @@
 """Accuracy vs the Cramér–Rao bound, per pipeline and noise level, beside scikit-image."""
 from __future__ import annotations
 
-import shlex
-import sys
 
 import numpy as np
 
@@ -10,7 +8,7 @@ from ..pipeline import load_pipeline
 from .metrics import summarize, time_estimate
 from .pairs import add_source_arguments, pair_source, source_params
 from .progress import progress_bar
-from .report import markdown_table, write_table
+from .report import command_line, markdown_table, write_table
 
 DEFAULT_PIPELINES = "classical,ncc-peak,phase,skimage,skimage-none"
 REFERENCE = "skimage"
@@ -64,7 +62,7 @@ def run(args) -> int:
             for name, s in stats.items():
                 rows.append({"noise": args.noise, "level": level, "pipeline": name, "pairs": args.pairs, **s,
                              "time_vs_skimage": s["median_ms"] / ref_ms})
-    command = "drift bench accuracy " + shlex.join(sys.argv[3:]) if len(sys.argv) > 3 else "drift bench accuracy"
+    command = command_line("accuracy")
     md, _ = write_table(rows, args.out, "accuracy", command=command,
                         title=f"Accuracy on {args.lattice} lattices, {args.size}², spacing {args.spacing[0]:g}–"
                               f"{args.spacing[1]:g} px, shifts inside the unit cell",

@@ -8,7 +8,6 @@ Settings come from a recipe's ``bench`` section and/or the command line (which w
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from .accuracy import REFERENCE, evaluate_detailed, load_with_reference
 from .metrics import summarize
 from .pairs import pair_source, source_params
+from ..report import save_figure
 from .progress import progress_bar
 from .report import markdown_table, write_table
 
@@ -111,7 +111,7 @@ def figures(rows, detail, out: Path, cfg) -> list[Path]:
     ax.set_ylabel("RMSE over successes (px)")
     ax.set_title("error vs noise level")
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "compare-error-vs-snr.png", ["error vs SNR", "bound"] + names))
+    paths.append(save_figure(fig, out / "compare-error-vs-snr.png", ["error vs SNR", "bound"] + names))
     fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.2), squeeze=False)
     for a, lv in zip(axes[0], levels):
         res = detail[lv][0]
@@ -123,20 +123,12 @@ def figures(rows, detail, out: Path, cfg) -> list[Path]:
         a.set_title(f"SNR {lv:g}")
         a.set_xlabel("|error| (px)")
     axes[0][0].legend(fontsize=7)
-    paths.append(_save(fig, out / "compare-histograms.png", [f"histogram SNR {lv:g}" for lv in levels]))
+    paths.append(save_figure(fig, out / "compare-histograms.png", [f"histogram SNR {lv:g}" for lv in levels]))
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     med = [np.median(np.concatenate([detail[lv][0][n]["sec"] for lv in levels])) * 1e3 for n in names]
     ax.barh(names, med)
     ax.set_xlabel("median time per pair (ms)")
     ax.set_title(f"{cfg.size}² pairs, one process")
-    paths.append(_save(fig, out / "compare-time.png", ["time per pair"]))
+    paths.append(save_figure(fig, out / "compare-time.png", ["time per pair"]))
     return paths
 
-
-def _save(fig, path: Path, panels) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, metadata={"Panels": json.dumps(panels), "Software": "drift_framework"})
-    plt.close(fig)
-    return path

@@ -1,14 +1,12 @@
 """Closed-loop residual drift per controller and pipeline, ideal stage and with backlash + lag."""
 from __future__ import annotations
 
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
 from .. import loop as engine
 from .progress import progress_bar
-from .report import markdown_table, write_table
+from .report import command_line, markdown_table, write_table
 
 SCENARIOS = {
     "ideal stage": ({}, 0),
@@ -66,7 +64,7 @@ def run_bench(args) -> list[dict]:
 
 def run(args) -> int:
     rows = run_bench(args)
-    command = "drift bench loop " + shlex.join(sys.argv[3:]) if len(sys.argv) > 3 else "drift bench loop"
+    command = command_line("loop")
     md, _ = write_table(rows, args.out, "loop", command=command,
                         title=f"Closed loop: {args.size}², SNR {args.snr:g}, drift {args.velocity} px/frame + "
                               f"random walk {args.random_walk} px/frame, {args.frames} frames",

@@ -14,6 +14,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def command_line(name: str) -> str:
+    """The ``drift bench NAME …`` command that is running, as a user would type it."""
+    import shlex
+    import sys
+
+    return f"drift bench {name} " + shlex.join(sys.argv[3:]) if len(sys.argv) > 3 else f"drift bench {name}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     if not rows:
         return "(no rows)\n"

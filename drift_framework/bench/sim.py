@@ -1,12 +1,10 @@
 """Frames per second of the simulator source, per frame size."""
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 
 from .pairs import pair_source
-from .report import markdown_table, write_table
+from .report import command_line, markdown_table, write_table
 
 
 def add_arguments(p) -> None:
@@ -30,7 +28,7 @@ def run(args) -> int:
             dt = (time.perf_counter() - t0) / args.frames
             rows.append({"size": f"{size}²", "spacing_px": args.spacing, "noise": noise["kind"],
                          "ms_per_frame": dt * 1e3, "frames_per_s": 1 / dt})
-    command = "drift bench sim " + shlex.join(sys.argv[3:]) if len(sys.argv) > 3 else "drift bench sim"
+    command = command_line("sim")
     md, _ = write_table(rows, args.out, "sim", title="Simulator speed", command=command)
     print(markdown_table(rows))
     print(f"written: {md}")

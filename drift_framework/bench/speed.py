@@ -1,12 +1,10 @@
 """Median time per pair and the ratio to scikit-image, per frame size, in one run."""
 from __future__ import annotations
 
-import shlex
-import sys
 
 from .accuracy import REFERENCE, evaluate, load_with_reference
 from .pairs import add_source_arguments, pair_source, source_params
-from .report import markdown_table, write_table
+from .report import command_line, markdown_table, write_table
 
 
 def add_arguments(p) -> None:
@@ -32,7 +30,7 @@ def run(args) -> int:
             rows.append({"size": f"{size}²", "pipeline": name, "pairs": args.pairs, "median_ms": s["median_ms"],
                          "pairs_per_s": 1e3 / s["median_ms"], "time_vs_skimage": s["median_ms"] / ref,
                          "success": s["success"]})
-    command = "drift bench speed " + shlex.join(sys.argv[3:]) if len(sys.argv) > 3 else "drift bench speed"
+    command = command_line("speed")
     md, _ = write_table(rows, args.out, "speed", title="Speed per pair (one process)", command=command,
                         notes="time_vs_skimage < 1: faster than scikit-image phase_cross_correlation"
                               "(upsample_factor=100), timed pair by pair in the same run.\n")
