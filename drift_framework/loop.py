@@ -143,11 +143,6 @@ def _vec(meta: dict, key: str) -> np.ndarray:
     return np.asarray(v, float) if v is not None else np.full(2, np.nan)
 
 
-def _rms(vectors: np.ndarray) -> float:
-    v = vectors[np.all(np.isfinite(vectors), axis=1)]
-    return float(np.sqrt(np.mean(np.sum(v ** 2, axis=1)))) if len(v) else float("nan")
-
-
 class _Interrupt:
     """First Ctrl-C: stop after the current step.  Second: stop now."""
 
@@ -246,8 +241,7 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
     registered = [pm.register(o) for o in observers]
     writer = None
     t0 = time.perf_counter()
-    steps: list[Step] = []
-    counts = {"corrected": 0, "skipped": 0, "clipped": 0, "pauses": 0}
+    tally = _Tally()
     try:
         first = source.acquire()
         shape = np.shape(first.data)
@@ -271,11 +265,7 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
                 step = state.step(frame, pipeline)
                 step.step_seconds = time.perf_counter() - t_step
                 writer.append(step.row(), np.asarray(frame.data, np.float32) if settings["save_frames"] else None)
-                steps.append(step)
-                counts["corrected"] += step.status == 1
-                counts["skipped"] += step.status in (3, 4)
-                counts["clipped"] += step.clipped
-                counts["pauses"] += step.message.startswith("paused")
+                tally.add(step)
                 if progress is not None:
                     progress(step)
                 _notify(pm, "drift_step_completed", run=ctx, step=step)
@@ -288,7 +278,7 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
         ctx.request_stop(f"error: {exc}" if not isinstance(exc, KeyboardInterrupt) else "interrupted (Ctrl-C)")
         raise
     finally:
-        summary = _summarize(recipe, out, steps, counts, ctx.stop_reason or "completed", time.perf_counter() - t0)
+        summary = tally.summary(recipe, out, ctx.stop_reason or "completed", time.perf_counter() - t0)
         try:
             if writer is not None:
                 writer.close(summary.as_dict())
@@ -308,16 +298,41 @@ def _notify(pm, hook: str, **kwargs) -> None:
         log.warning("observer hook %s failed: %s", hook, exc)
 
 
-def _summarize(recipe, out, steps, counts, reason, duration) -> RunSummary:
-    s = RunSummary(recipe.name, str(out), len(steps), counts["corrected"], counts["skipped"], counts["clipped"],
-                   reason, duration, counts["pauses"])
-    after = steps[WARMUP_FRAMES:]
-    if after:
-        s.residual_rms_px = _rms(np.array([st.true_offset for st in after]))
-        s.uncorrected_rms_px = _rms(np.array([st.true_drift for st in after]))
-        errors = np.array([st.offset - st.true_offset for st in after if st.status in (1, 2)])
-        s.measurement_rmse_px = _rms(errors) if len(errors) else float("nan")
-    return s
+class _Tally:
+    """Running counts and sums for the summary: constant memory, however long the run."""
+
+    def __init__(self):
+        self.steps = 0
+        self.counts = {"corrected": 0, "skipped": 0, "clipped": 0, "pauses": 0}
+        self.sums = {"residual": [0.0, 0], "uncorrected": [0.0, 0], "measurement": [0.0, 0]}
+
+    def add(self, step: Step) -> None:
+        self.steps += 1
+        self.counts["corrected"] += step.status == 1
+        self.counts["skipped"] += step.status in (3, 4)
+        self.counts["clipped"] += bool(step.clipped)
+        self.counts["pauses"] += step.message.startswith("paused")
+        if self.steps <= WARMUP_FRAMES:
+            return
+        self._sum("residual", step.true_offset)
+        self._sum("uncorrected", step.true_drift)
+        if step.status in (1, 2):
+            self._sum("measurement", step.offset - step.true_offset)
+
+    def _sum(self, key: str, v) -> None:
+        if np.all(np.isfinite(v)):
+            self.sums[key][0] += float(np.sum(np.square(v)))
+            self.sums[key][1] += 1
+
+    def rms(self, key: str) -> float:
+        total, n = self.sums[key]
+        return math.sqrt(total / n) if n else float("nan")
+
+    def summary(self, recipe, out, reason, duration) -> RunSummary:
+        c = self.counts
+        return RunSummary(recipe.name, str(out), self.steps, c["corrected"], c["skipped"], c["clipped"], reason,
+                          duration, c["pauses"], residual_rms_px=self.rms("residual"),
+                          uncorrected_rms_px=self.rms("uncorrected"), measurement_rmse_px=self.rms("measurement"))
 
 
 class _LoopState:
