@@ -124,6 +124,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         load_images(tmp_path / "spectrum.hspy")
 
 
+@pytest.mark.filterwarnings("ignore:Loading old file version")  # the shared file predates HyperSpy 2
 def test_real_stem_stack_aligns_better_than_raw():
     s = hs.load(str(REAL_DATA / "stem_abf_data_imagestack.hspy"))
     aligned, shifts = correct(s, "classical", reference="first")
