@@ -133,3 +133,16 @@ def test_shipped_model_cards_describe_the_training():
         assert card["sha256"] == weights.sha256(weights.shipped(kind))
         assert card["pairs_seen"] > 0 and card["torch"] and "train:" in card["recipe"]
         assert weights.shipped(kind).stat().st_size < 5_000_000
+
+
+def test_batch_estimation_matches_pair_by_pair():
+    src = simulator_source(shape=[96, 96], spacing_px=10, noise={"kind": "gaussian", "snr": 2.0},
+                           drift=[{"kind": "linear", "velocity_px_per_frame": [0.5, -0.3]}], seed=4)
+    frames = [src.acquire().data for _ in range(6)]
+    pipe = df.load_pipeline("dcnn")
+    batch = pipe.estimate_batch(frames[0], frames[1:])
+    single = [pipe.estimate(frames[0], f) for f in frames[1:]]
+    for b, s in zip(batch, single):
+        np.testing.assert_allclose(b.vector, s.vector, atol=1e-4)
+    with pytest.raises(df.FrameError, match="differ in shape"):
+        pipe.estimate_batch(frames[0], [frames[1][:50]])

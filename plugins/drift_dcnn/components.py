@@ -108,10 +108,10 @@ class DCNNRegressor:
 
     def estimate_batch(self, pipeline, reference, frames) -> list[Shift]:
         """Denoise, correlate and read a whole stack in batches (one network pass per batch)."""
-        from drift_framework.pipeline import check_image
+        from drift_framework.pipeline import check_image, check_pair
 
         ref = check_image(reference, "reference")
-        frames = [check_image(f, "moving") for f in frames]
+        frames = [check_pair(ref, f)[1] for f in frames]
         den = getattr(pipeline.denoiser, "denoise_batch", None)
         batch = int(self.p.get("batch_size") or 64)
         out = []
