@@ -107,6 +107,11 @@ def figures(rows, detail, out: Path, cfg) -> list[Path]:
     for name in names:
         rmse = [next(r["rmse_px"] for r in rows if r["pipeline"] == name and r["level"] == lv) for lv in levels]
         ax.loglog(levels, rmse, "o-", label=name)
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks(levels)
+    ax.set_xticklabels([f"{lv:g}" for lv in levels])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("SNR" if cfg.noise != "poisson" else "dose (counts/px)")
     ax.set_ylabel("RMSE over successes (px)")
     ax.set_title("error vs noise level")
