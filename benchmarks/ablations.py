@@ -40,6 +40,14 @@ def main(argv=None) -> int:
             row[f"success {level.split()[-1]}"] = m["success"]
             row[f"rmse {level.split()[-1]}"] = m["rmse"]
         rows.append(row)
+        if name.startswith("shipped"):  # the same model at the ablations' budget, from its training history
+            at = next(h for h in card["history"] if h["batch"] == 1000)
+            early = {"variant": "shipped, validated at batch 1000 (equal budget)", "batches": 1000,
+                     "train_s": round(at["seconds"], 1)}
+            for level, m in at["metrics"].items():
+                early[f"success {level.split()[-1]}"] = m["success"]
+                early[f"rmse {level.split()[-1]}"] = m["rmse"]
+            rows.append(early)
     write_table(rows, args.out, "ablations", title="Ablations of the learned regressor (network answer, no refinement)",
                 command="python benchmarks/ablations.py " + " ".join(sys.argv[1:]),
                 notes=__doc__.split("\n\n")[1] + "\n")
