@@ -8,7 +8,10 @@ import pytest
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-REAL_DATA = ROOT.parent / "shared" / "data" / "real"
+# The real STEM stack lives in shared/ beside the checkout (CI: same place); DRIFT_REAL_DATA overrides.
+REAL_DATA = next((p for p in (Path(os.environ.get("DRIFT_REAL_DATA", "/nonexistent")),
+                              ROOT.parent / "shared" / "data" / "real", ROOT / "shared" / "data" / "real")
+                  if p.is_dir()), ROOT.parent / "shared" / "data" / "real")
 
 
 def drift_cli(*args, env=None, cwd=None, timeout=300):
