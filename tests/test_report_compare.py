@@ -75,3 +75,36 @@ def test_compare_reads_a_recipe_bench_section(tmp_path):
     assert out.returncode == 0, out.stderr
     with open(tmp_path / "o" / "compare.csv") as fh:
         assert [r["pipeline"] for r in csv.DictReader(fh)] == ["ncc-peak", "skimage"]
+
+
+def _errors(cfg, scheduler):
+    from drift_framework.bench.accuracy import sweep
+
+    return [{name: np.asarray(r["err"]) for name, r in res.items()} for res, _ in sweep(cfg, cfg.snr,
+                                                                                        scheduler=scheduler)]
+
+
+def test_sweep_on_a_local_cluster_and_on_threads_matches_in_process():
+    """The same pairs reach every scheduler, and pipelines shared by threads give the same answers."""
+    import argparse
+
+    from distributed import LocalCluster
+
+    cfg = argparse.Namespace(source="simulator", lattice="hexagonal", spacing=[8.0, 12.0], noise="uniform",
+                             size=64, pairs=5, seed=7, snr=[2.0, 1.0, 0.5, 0.25], pipelines="classical,phase")
+    local = _errors(cfg, None)
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                      processes=True) as cluster:
+        remote = _errors(cfg, cluster.scheduler_address)
+    threads = _errors(cfg, "threads")
+    for other in (remote, threads):
+        for a, b in zip(local, other):
+            assert a.keys() == b.keys()
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+    assert np.isfinite(local[0]["classical"]).all()
+
+
+def test_unknown_scheduler_is_one_clear_error(tmp_path):
+    out = drift_cli("compare", "--pipelines", "classical", "--scheduler", "mpi://x", "--out", str(tmp_path))
+    assert out.returncode == 2 and "unknown scheduler 'mpi://x'" in out.stderr and "Traceback" not in out.stderr

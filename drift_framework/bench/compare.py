@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .accuracy import REFERENCE, evaluate_detailed, load_with_reference
-from .metrics import summarize
-from .pairs import pair_source, source_params
 from ..report import save_figure
-from .progress import progress_bar
+from .accuracy import REFERENCE, add_scheduler_argument, sweep
+from .metrics import summarize
 from .report import markdown_table, write_table
 
 DEFAULTS = {"pipelines": "dcnn,classical,phase,skimage", "snr": [4.0, 1.0, 0.5, 0.25], "size": 256, "pairs": 100,
@@ -34,6 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--noise", choices=("uniform", "gaussian", "poisson"))
     p.add_argument("--seed", type=int)
     p.add_argument("--out", default="runs/compare", help="folder for compare.md/.csv and the PNG figures")
+    add_scheduler_argument(p)
     p.set_defaults(func=run)
 
 
@@ -58,23 +57,14 @@ def settings(args) -> argparse.Namespace:
 
 def run(args) -> int:
     cfg = settings(args)
-    pipelines = load_with_reference(cfg.pipelines)
     rows, detail = [], {}
-    with progress_bar() as bar:
-        for level in cfg.snr:
-            source = pair_source(cfg.source, **source_params(cfg, level))
-            task = bar.add_task(f"{cfg.noise} {level:g}", total=cfg.pairs)
-            pairs = []
-            for p in source.pairs(cfg.pairs, seed=cfg.seed):
-                pairs.append(p)
-                bar.advance(task)
-            res, bounds = evaluate_detailed(pipelines, pairs)
-            detail[level] = (res, bounds)
-            ref = np.median(res[REFERENCE]["sec"])
-            for name, r in res.items():
-                s = summarize(r["err"], r["sigma"], bounds, r["sec"])
-                rows.append({"level": level, "pipeline": name, "pairs": cfg.pairs, **s,
-                             "time_vs_skimage": s["median_ms"] / (ref * 1e3)})
+    for level, (res, bounds) in zip(cfg.snr, sweep(cfg, cfg.snr, scheduler=getattr(args, "scheduler", None))):
+        detail[level] = (res, bounds)
+        ref = np.median(res[REFERENCE]["sec"])
+        for name, r in res.items():
+            s = summarize(r["err"], r["sigma"], bounds, r["sec"])
+            rows.append({"level": level, "pipeline": name, "pairs": cfg.pairs, **s,
+                         "time_vs_skimage": s["median_ms"] / (ref * 1e3)})
     out = Path(args.out)
     md, _ = write_table(rows, out, "compare", command="drift compare " + " ".join(_argv()),
                         title=f"Comparison on {cfg.lattice} lattices, {cfg.size}², {cfg.noise} noise",

@@ -69,17 +69,18 @@ class CrossCorrelator:
     def _window(self, shape, dtype):
         """The window and its effective pixel count, cached per shape."""
         key = (shape, np.dtype(dtype).str)
-        if key not in self._win_cache:
+        cached = self._win_cache.get(key)  # get-then-set: safe when threads share this correlator
+        if cached is None:
             if len(self._win_cache) > 16:
                 self._win_cache.clear()
             w = window(shape, self.window_kind, self.alpha, dtype)
-            self._win_cache[key] = (w, self._n_eff(w, shape))
-        return self._win_cache[key]
+            cached = self._win_cache[key] = (w, self._n_eff(w, shape))
+        return cached
 
     def correlate(self, reference: np.ndarray, moving: np.ndarray) -> CorrelationMap:
         shape = reference.shape
         w, n_eff = self._window(shape, reference.dtype)
-        self._ref_spectrum = None
+        spectrum = None  # passed on in meta, never kept on self: one correlator may serve several threads
         r, m = _zero_mean(reference), _zero_mean(moving)
         if w is not None:
             r, m = _zero_mean(r * w), _zero_mean(m * w)
@@ -88,10 +89,10 @@ class CrossCorrelator:
             if self.normalize and self.overlap_normalize:
                 c = self._masked_ncc(r, m, full)
             else:
-                c = self._plain(r, m, full)
+                c, spectrum = self._plain(r, m, full)
         else:
             full = shape
-            c = self._plain(r, m, full)
+            c, spectrum = self._plain(r, m, full)
         data = sfft.fftshift(c)
         center = (full[0] // 2, full[1] // 2)
         norm = 1.0 if self.normalize else float(np.sqrt(np.sum(r * r, dtype=np.float64) *
@@ -99,7 +100,7 @@ class CrossCorrelator:
         return CorrelationMap(data=data, center=center, reference=reference, moving=moving, kind=self.kind,
                               normalized=self.normalize,
                               meta={"window": self.window_kind, "padded": self.pad, "norm": norm,
-                                    "n_eff": n_eff, "ref_spectrum": self._ref_spectrum})
+                                    "n_eff": n_eff, "ref_spectrum": spectrum})
 
     @staticmethod
     def _n_eff(w, shape) -> float:
@@ -109,16 +110,16 @@ class CrossCorrelator:
         return float(w2.sum() ** 2 / np.sum(w2 * w2))
 
     def _plain(self, r, m, full):
+        """The correlation and, when refinement can reuse it, the spectrum of the zero-mean reference."""
         fr = sfft.rfft2(r, s=full, workers=WORKERS)
         fm = sfft.rfft2(m, s=full, workers=WORKERS)
-        if full == r.shape and self.window_kind == "none":
-            self._ref_spectrum = fr  # the spectrum of the zero-mean reference: refinement reuses it
+        spectrum = fr if full == r.shape and self.window_kind == "none" else None
         if self.lowpass:
             fm = fm * gaussian_weight(full, self.lowpass)
         c = _corr(np.conj(fr), fm, full)
         if self.normalize:
             c /= max(float(np.sqrt(np.sum(r * r, dtype=np.float64) * np.sum(m * m, dtype=np.float64))), 1e-30)
-        return c
+        return c, spectrum
 
     def _masked_ncc(self, r, m, full):
         # Padfield (2012): normalize every lag by the statistics of the overlap only.

@@ -376,9 +376,10 @@ class GaussNewton(MapEstimator):
 
     def _taper(self, shape, margin, dtype):
         key = (shape, margin, np.dtype(dtype).str)
-        if key not in self._tapers:
-            self._tapers[key] = self._make_taper(shape, margin, dtype)
-        return self._tapers[key]
+        taper = self._tapers.get(key)  # get-then-set: safe when threads share this estimator
+        if taper is None:
+            taper = self._tapers[key] = self._make_taper(shape, margin, dtype)
+        return taper
 
     def _make_taper(self, shape, margin, dtype):
         h, w = shape
