@@ -115,6 +115,30 @@ train:
 
 
 @pytest.mark.slow
+def test_mixed_lattices_and_poisson_counts_in_training(tmp_path):
+    """train.lattices draws pairs from several lattices; Poisson targets have the scale of their counts."""
+    from drift_dcnn.data import PairStream, validation_set
+    from drift_framework.pipeline import build_component
+    from drift_framework.recipe import _Doc, validate_component
+
+    sources = [build_component(validate_component("source", {"plugin": "simulator", "lattice": name,
+                                                              "shape": [48, 48], "noise": {"kind": "none"}},
+                                                  ("source",), _Doc("<t>"))) for name in ("square", "honeycomb")]
+    stream = PairStream(sources, {"kinds": ["poisson"], "snr": [1, 1], "dose": [50.0, 50.0]}, seed=1)
+    b = stream.batch(6)
+    assert b["reference"].shape == (6, 48, 48)
+    assert abs(b["clean_reference"].mean() - 50.0) < 1.0 and abs(b["reference"].mean() - 50.0) < 2.0
+    val = validation_set(sources, ["uniform"], [1.0], 4, seed=0, names=["square", "honeycomb"])
+    assert [v["name"] for v in val] == ["square uniform 1", "honeycomb uniform 1"]
+    recipe = tmp_path / "mixed.yaml"
+    recipe.write_text("name: mixed\nsource: {plugin: simulator, shape: [64, 64], noise: {kind: none}}\n"
+                      "train: {batches: 2, batch_size: 4, patch: 48, channels: 8, depth: 1, validate_every: 2,\n"
+                      "        validation_pairs: 4, validation_levels: [1.0], lattices: [square, hexagon],\n"
+                      f"        output: {tmp_path / 'd.pt'}, checkpoint_dir: {tmp_path / 'c'}}}\n")
+    out = drift_cli("train", "denoiser", str(recipe), "-q")
+    assert out.returncode != 0 and "unknown lattice(s) ['hexagon']" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_shipped_weights_regression_snr1():
     """The shipped weights on 200 fresh seeded pairs at SNR 1 (hexagonal, 128²): success ≥ 98 %."""
     src = simulator_source(shape=[128, 128], spacing_px=[8, 16], rotation_deg=None,

@@ -73,6 +73,8 @@ def _common():
                            item=Param("str", choices=NOISE_KINDS)),
             "snr": Param("vector", [0.15, 4.0], "SNR range (log-uniform)", length=2, gt=0),
             "dose": Param("vector", [2.0, 200.0], "Poisson dose range, counts/px (log-uniform)", length=2, gt=0)}),
+        "lattices": Param("list", None, "Lattices mixed in training (each batch draws one per pair); default: "
+                          "the source's own", item=Param("str"), nullable=True),
         "validate_every": Param("int", 250, "Validate and checkpoint every N batches", gt=0),
         "validation_pairs": Param("int", 64, "Pairs per validation level", gt=0),
         "validation_levels": Param("vector", [4.0, 1.0, 0.5, 0.25], "Validation SNRs (or doses)", gt=0),

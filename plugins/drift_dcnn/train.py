@@ -36,10 +36,10 @@ def _loop(kind: str, recipe, options: dict, model, step_loss, validate) -> dict:
     device = weights.pick_device(options.get("device") or cfg.get("device"))
     torch.manual_seed(cfg["seed"])
     model = model.to(device)
-    source = build_component(recipe.source)
-    stream = PairStream(source, cfg["noise"], cfg["seed"])
-    val = validation_set(source, cfg["noise"]["kinds"][:1], cfg["validation_levels"], cfg["validation_pairs"],
-                         cfg["seed"])
+    sources, names = _sources(recipe.source, cfg.get("lattices"))
+    stream = PairStream(sources, cfg["noise"], cfg["seed"])
+    val = validation_set(sources, cfg["noise"]["kinds"][:1], cfg["validation_levels"], cfg["validation_pairs"],
+                         cfg["seed"], names)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["batches"], pct_start=0.1)
     ckpt = Path(cfg["checkpoint_dir"].replace("{name}", name)) / "last.pt"
@@ -96,6 +96,23 @@ def _loop(kind: str, recipe, options: dict, model, step_loss, validate) -> dict:
     card = weights.save(model.cpu(), output, card)
     return {"output": str(output), "seconds": round(seconds, 1), "pairs_seen": card["pairs_seen"],
             "validation": metrics, "sha256": card["sha256"], "bytes": card["bytes"]}
+
+
+def _sources(spec: ComponentSpec, lattices):
+    """The training source, or one per lattice of ``train.lattices`` (the recipe's source with ``lattice``
+    replaced), with their names."""
+    if not lattices:
+        return [build_component(spec)], [spec.params.get("lattice", spec.plugin)]
+    if "lattice" not in spec.params:
+        raise ValueError(f"train.lattices needs a source with a 'lattice' parameter; {spec.plugin!r} has none")
+    from drift_framework.registry import get_registry
+
+    choices = get_registry().get(spec.kind, spec.plugin).component.params["lattice"].choices
+    unknown = [name for name in lattices if choices and name not in choices]
+    if unknown:
+        raise ValueError(f"train.lattices: unknown lattice(s) {unknown}; available: {', '.join(choices)}")
+    return [build_component(ComponentSpec(spec.kind, spec.plugin, {**spec.params, "lattice": name}))
+            for name in lattices], list(lattices)
 
 
 def _flat(metrics: dict) -> dict:
