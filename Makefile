@@ -1,16 +1,16 @@
 # `make demo`: a closed-loop correction on the virtual microscope.  `make test`: the test suite.
-# Both create .venv and install the project (torch pinned to the local CPU wheel by constraints.txt).
+# `make docs`: the manual in site/. All create .venv and install the project (torch pinned to the local CPU wheel by constraints.txt).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,5 +22,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+docs: $(STAMP)   # the manual: site/ (tests build it too, with --strict)
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf runs .pytest_cache build *.egg-info
+	rm -rf runs site .pytest_cache build *.egg-info

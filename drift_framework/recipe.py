@@ -292,6 +292,9 @@ _CALIBRATION = Param("mapping", None, "px → actuator units; default: the actua
                                        nullable=True),
                      })
 
+#: The engine's own keys of an ``actuator:`` section (beside the plugin's parameters).
+ACTUATOR_SCHEMA: dict[str, Param] = {"limits": _LIMITS, "calibration": _CALIBRATION}
+
 RUN_SCHEMA: dict[str, Param] = {
     "frames": Param("int", 100, "Number of frames to acquire", gt=0, le=10_000_000),
     "reference": Param("str", "first", "Reference frame for each estimate",

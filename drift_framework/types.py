@@ -249,6 +249,9 @@ class Component:
     check : callable, optional
         ``check(params)`` for rules that span several parameters; raises
         :class:`ParamError` (reported with the recipe's file and line).
+    example : dict, optional
+        Parameters shown in the recipe reference's example (needed when some
+        are required); the docs tests validate every example.
     """
 
     name: str
@@ -256,6 +259,7 @@ class Component:
     params: Mapping[str, Param] = field(default_factory=dict)
     description: str = ""
     check: Callable[[dict], None] | None = None
+    example: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

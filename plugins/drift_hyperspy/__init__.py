@@ -25,7 +25,8 @@ def drift_frame_sources():
         "start": Param("int", 0, "First frame", ge=0),
         "stop": Param("int", None, "Stop before this frame (default: the last)", ge=1, nullable=True),
         "frame_time_s": Param("float", None, "Frame period when the file does not say", gt=0, nullable=True),
-    }, "Replays a recorded series from any HyperSpy-readable file (open loop)")]
+    }, "Replays a recorded series from any HyperSpy-readable file (open loop)",
+        example={"path": "series.hspy", "lazy": True})]
 
 
 @hookimpl

@@ -32,13 +32,15 @@ def _actuator(params, context):
 
 @hookimpl
 def drift_frame_sources():
-    return [Component("pyro5", _source, _CLIENT, "Frames from a microscope served with `drift serve` (Pyro5)")]
+    return [Component("pyro5", _source, _CLIENT, "Frames from a microscope served with `drift serve` (Pyro5)",
+                      example={"uri": "PYRO:drift.microscope@127.0.0.1:9091"})]
 
 
 @hookimpl
 def drift_actuators():
     return [Component("pyro5", _actuator, {**_CLIENT, "actuator": Param("str", "stage", "Actuator on the server")},
-                      "An actuator of a microscope served with `drift serve` (Pyro5)")]
+                      "An actuator of a microscope served with `drift serve` (Pyro5)",
+                      example={"uri": "PYRO:drift.microscope@127.0.0.1:9091", "actuator": "stage"})]
 
 
 @hookimpl
