@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .pipeline import Pipeline, build_component
+from .pipeline import MIN_SIZE, Pipeline, build_component, check_image
 from .recipe import Recipe, load_recipe
 from .registry import get_registry
 from .store import RunWriter
@@ -177,8 +177,13 @@ def build_hardware(recipe: Recipe):
     return source, actuator, ctx
 
 
-def _build(recipe: Recipe):
-    source, actuator, ctx = build_hardware(recipe)
+def _build(recipe: Recipe, source=None, actuator=None):
+    if source is None:
+        source, actuator, ctx = build_hardware(recipe)
+    else:
+        ctx = BuildContext(source=source, recipe_dir=recipe.directory, extra={"seed": recipe.run.get("seed")})
+        if actuator is None and recipe.actuator:
+            actuator = build_component(recipe.actuator, ctx)
     try:
         parts = {k: build_component(s, ctx) for k, s in recipe.pipeline.items()}
         pipeline = Pipeline(parts["denoiser"], parts["correlator"], parts["estimator"], name=recipe.name,
@@ -206,7 +211,8 @@ def _versions() -> dict:
     return out
 
 
-def run(recipe, *, output=None, frames: int | None = None, observers=(), progress=None) -> RunSummary:
+def run(recipe, *, output=None, frames: int | None = None, observers=(), progress=None, source=None,
+        actuator=None) -> RunSummary:
     """Run a closed-loop correction described by a recipe.
 
     Parameters
@@ -222,6 +228,11 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
         ``drift_run_finished`` hook implementations) registered for this run only.
     progress : callable, optional
         Called with every :class:`Step` (the CLI draws its progress bar with it).
+    source : object with ``acquire()``, optional
+        An already-built frame source used instead of the recipe's (your own acquisition object, or a
+        wrapper around one); the recipe's actuator is built with it as its context unless ``actuator`` is given.
+    actuator : object with ``move_by()``, optional
+        An already-built actuator used instead of the recipe's (the recipe's ``limits`` still apply).
 
     Returns
     -------
@@ -229,11 +240,13 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    if actuator is not None and not recipe.limits:
+        raise ValueError("an actuator needs the recipe's actuator.limits: the engine never moves hardware without them")
     settings = dict(recipe.run)
     n_frames = frames or settings["frames"]
     out = Path(output or settings["output"].replace("{name}", recipe.name))
     pm = get_registry().plugin_manager
-    source, pipeline, controller, actuator = _build(recipe)
+    source, pipeline, controller, actuator = _build(recipe, source, actuator)
     ctx = RunContext(recipe, out, source, pipeline, controller, actuator)
     limits = Limits(**recipe.limits) if actuator is not None else None
     cal = calibration_matrix(recipe, actuator) if actuator is not None else np.eye(2)
@@ -244,8 +257,11 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
     tally = _Tally()
     try:
         first = source.acquire()
-        shape = np.shape(first.data)
-        writer = RunWriter(out, overwrite=settings["overwrite"], frame_shape=shape if settings["save_frames"] else None,
+        first_image = storable(first.data)
+        if settings["save_frames"] and first_image is None:
+            log.warning("frames are not stored: the first frame is not an image (%s)", _describe(first.data))
+        keep_frames = settings["save_frames"] and first_image is not None
+        writer = RunWriter(out, overwrite=settings["overwrite"], frame_shape=first_image.shape if keep_frames else None,
                            attrs={"recipe": recipe.text, "recipe_path": str(recipe.path), "name": recipe.name,
                                   "versions": _versions(), "pipeline": pipeline.describe(),
                                   "calibration": cal, "pixel_size_nm": float(first.pixel_size_nm),
@@ -264,7 +280,7 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
                 t_step = time.perf_counter()
                 step = state.step(frame, pipeline)
                 step.step_seconds = time.perf_counter() - t_step
-                writer.append(step.row(), np.asarray(frame.data, np.float32) if settings["save_frames"] else None)
+                writer.append(step.row(), storable(frame.data) if keep_frames else None)
                 tally.add(step)
                 if progress is not None:
                     progress(step)
@@ -289,6 +305,30 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
             for name in registered:
                 pm.unregister(name=name)
     return summary
+
+
+def _is_image(data) -> bool:
+    """A real 2-D array of at least ``MIN_SIZE`` pixels a side (its values are not looked at)."""
+    shape, kind = getattr(data, "shape", None), getattr(getattr(data, "dtype", None), "kind", "")
+    return shape is not None and len(shape) == 2 and kind in "fiub" and kind != "" and min(shape) >= MIN_SIZE
+
+
+def storable(data) -> np.ndarray | None:
+    """``data`` as a float32 image for the run file, or None when it is not a real 2-D image of at least
+    ``MIN_SIZE`` pixels a side (the step is then recorded without its frame)."""
+    try:
+        arr = np.asarray(data)
+    except Exception:
+        return None
+    if not _is_image(arr):
+        return None
+    with np.errstate(all="ignore"):
+        return arr.astype(np.float32)
+
+
+def _describe(data) -> str:
+    shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
+    return f"shape {shape}, dtype {dtype}" if shape is not None else type(data).__name__
 
 
 def _notify(pm, hook: str, **kwargs) -> None:
@@ -343,6 +383,7 @@ class _LoopState:
         self.cal, self.cal_inv = cal, cal_inv
         self.reference = None
         self.reference_offset = np.zeros(2)
+        self.last_offset = np.zeros(2)  # the content offset of the last good estimate
         self.reference_index = 0
         self.fov = np.zeros(2)          # commanded field-of-view position, px
         self.pending: list = []         # (frame index it shows in, move px) for delayed actuators
@@ -365,7 +406,22 @@ class _LoopState:
             self.period = frame.time_s - self.last_time
         self.last_time = frame.time_s
         if self.reference is None:
+            try:
+                check_image(frame.data, "reference")
+            except FrameError as exc:  # a bad first frame must not become the reference
+                step.status, step.message = 4, self._bad(f"no reference yet: {exc}")
+                return step
             return self._take_reference(frame, step, np.zeros(2))
+        if _is_image(frame.data) and np.shape(frame.data) != np.shape(self.reference.data):
+            # the acquisition geometry changed (scan size, binning): nothing to compare with, so this frame
+            # becomes the reference and the offset carries on from the last measurement
+            step.status = 4
+            step.message = (f"frame shape changed from {np.shape(self.reference.data)} to {np.shape(frame.data)}; "
+                            "new reference")
+            log.warning("frame %d: %s", frame.index, step.message)
+            self._take_reference(frame, step, self.last_offset.copy())
+            step.status = 4
+            return step
         try:
             shift = pipeline.estimate(self.reference.data, frame.data)
         except FrameError as exc:
@@ -381,6 +437,7 @@ class _LoopState:
             step.message = self._bad(f"confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px")
             return step
         self.bad_in_row = 0
+        self.last_offset = step.offset.copy()
         self._manage_reference(frame, step)
         step.status = 2
         if self.paused:

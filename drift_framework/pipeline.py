@@ -6,9 +6,11 @@
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
+
 
 import numpy as np
 
@@ -65,6 +67,12 @@ def check_pair(reference, moving) -> tuple[np.ndarray, np.ndarray]:
         raise FrameError(f"reference and moving frames differ in shape: {ref.shape} vs {mov.shape}")
     if ref.dtype != mov.dtype:
         ref, mov = ref.astype(np.float64), mov.astype(np.float64)
+    # Shifts do not depend on the intensity scale, but float32 sums of squares overflow near 1e19 and
+    # underflow near 1e-19: extreme scales are brought to ~1 by one power of two shared by both frames.
+    top = max(float(np.max(np.abs(ref))), float(np.max(np.abs(mov))))
+    if top > 1e12 or top < 1e-12:
+        scale = ref.dtype.type(2.0 ** -math.frexp(top)[1])
+        ref, mov = ref * scale, mov * scale
     return ref, mov
 
 

@@ -29,6 +29,7 @@ class RecipeError(ValueError):
     """A recipe is malformed; ``str(err)`` is ``file:line: key.path: message``."""
 
     def __init__(self, message: str, *, file: str = "<recipe>", line: int | None = None, path: str = ""):
+        message = " ".join(str(message).split("\n"))  # always one line, whatever a value or a library said
         self.message, self.file, self.line, self.path = message, file, line, path
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {path}: {message}" if path else f"{where}: {message}")
@@ -94,6 +95,8 @@ class _Doc:
 def _dotted(path: tuple) -> str:
     out = ""
     for p in path:
+        if not isinstance(p, int) and not (isinstance(p, str) and p.isprintable() and p.strip() == p and p):
+            p = repr(p)  # a key with control characters, newlines or odd spacing is shown quoted
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out
 
@@ -105,6 +108,9 @@ def _load_yaml(text: str, file: str) -> tuple[Any, _Doc]:
     doc = _Doc(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; it has a position, not a mark
+        line = text.count("\n", 0, exc.position) + 1
+        raise RecipeError(f"invalid YAML: character {exc.character!r} is not allowed", file=file, line=line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -156,6 +162,13 @@ def _type_name(v) -> str:
     return "null" if v is None else type(v).__name__
 
 
+def _as_float(value, path, doc) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise doc.error(path, f"is too large ({len(str(value))} digits)") from None
+
+
 def _check_bounds(value, p: Param, path, doc):
     if not math.isfinite(value):
         raise doc.error(path, f"must be a finite number, got {value}")
@@ -177,12 +190,12 @@ def validate_value(value, p: Param, path: tuple, doc: _Doc):
     if t == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise doc.error(path, f"must be a number, got {_type_name(value)} {value!r}")
-        value = float(value)
+        value = _as_float(value, path, doc)
         _check_bounds(value, p, path, doc)
     elif t == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise doc.error(path, f"must be an integer, got {_type_name(value)} {value!r}")
-        _check_bounds(value, p, path, doc)
+        _check_bounds(_as_float(value, path, doc), p, path, doc)
     elif t == "bool":
         if not isinstance(value, bool):
             raise doc.error(path, f"must be true or false, got {value!r}")
@@ -200,15 +213,16 @@ def validate_value(value, p: Param, path: tuple, doc: _Doc):
         for i, v in enumerate(value):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise doc.error(path + (i,), f"must be a number, got {_type_name(v)} {v!r}")
-            _check_bounds(float(v), p, path + (i,), doc)
-            out.append(float(v))
+            v = _as_float(v, path + (i,), doc)
+            _check_bounds(v, p, path + (i,), doc)
+            out.append(v)
         value = out
     elif t == "mapping":
         if not isinstance(value, dict):
             raise doc.error(path, f"must be a mapping, got {_type_name(value)} {value!r}")
         if p.variants is not None:
             kind = value.get("kind")
-            if kind not in p.variants:
+            if not isinstance(kind, str) or kind not in p.variants:
                 raise doc.error(path + (("kind",) if "kind" in value else ()),
                                 f"kind must be one of {', '.join(sorted(p.variants))}, got {kind!r}")
             fields = dict(p.variants[kind])
@@ -228,6 +242,8 @@ def validate_value(value, p: Param, path: tuple, doc: _Doc):
 
 def validate_mapping(value: Mapping, schema: Mapping[str, Param], path: tuple, doc: _Doc) -> dict:
     """Validate a mapping against a schema: unknown keys and missing required keys are errors."""
+    if not isinstance(value, Mapping):
+        raise doc.error(path, f"must be a mapping, got {_type_name(value)} {value!r}")
     unknown = [k for k in value if k not in schema]
     if unknown:
         allowed = ", ".join(sorted(schema)) or "none"

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +71,8 @@ class RunWriter:
     attrs : dict
         Root attributes written before the first step (recipe text, versions …).
     frame_shape : tuple, optional
-        When given, frames are stored in ``/frames``.
+        When given, frames are stored in ``/frames``; the row of a frame that cannot be stored (another shape,
+        not an image) stays NaN.
     overwrite : bool
         Replace an existing file.
     """
@@ -98,31 +101,63 @@ class RunWriter:
         if frame_shape is not None:
             self._frames = f.create_dataset("frames", shape=(0, *frame_shape), maxshape=(None, *frame_shape),
                                             dtype="f4", chunks=(1, *frame_shape), compression="gzip",
-                                            compression_opts=1, shuffle=True)
+                                            compression_opts=1, shuffle=True, fillvalue=np.nan)
         f.swmr_mode = True
         self.n = 0
+        self._broken = ""
+
+    def _check_room(self) -> None:
+        """Refuse a step that would hit the file-size limit or fill the disk: HDF5 cannot recover from a write
+        that fails half-way (its file stays consistent only up to the last flush), so we stop before."""
+        step = 4096 + (int(np.prod(self._frames.shape[1:])) * 4 * 2 if self._frames is not None else 0)
+        size = self.path.stat().st_size
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY and size + 4 * step > soft:
+            raise StoreError(f"the run file {self.path} reached the file-size limit ({soft} bytes) after "
+                             f"{self.n} steps; earlier steps are saved")
+        free = shutil.disk_usage(self.path.parent).free
+        if free < 4 * step + 1_000_000:
+            raise StoreError(f"the disk holding {self.path} is full ({free} bytes free) after {self.n} steps; "
+                             "earlier steps are saved")
 
     def append(self, row: dict, frame: np.ndarray | None = None) -> None:
-        """Write one step and flush it to disk (missing fields get their fill value)."""
+        """Write one step and flush it to disk (missing fields get their fill value).
+
+        ``frame`` is stored when frames are kept and its shape is the stored one; otherwise its row is NaN.
+
+        Raises
+        ------
+        StoreError
+            The step cannot be written (file-size limit, disk full, I/O error); earlier steps stay readable.
+        """
         unknown = set(row) - set(STEP_FIELDS)
         if unknown:
             raise KeyError(f"unknown step fields: {sorted(unknown)}")
+        if self._broken:
+            raise StoreError(f"{self.path} cannot be written any more: {self._broken}")
+        self._check_room()
         n = self.n + 1
         try:
             for name, ds in self._ds.items():
                 ds.resize(n, axis=0)
                 ds[n - 1] = row.get(name, STEP_FIELDS[name][2])
-            if self._frames is not None and frame is not None:
+            if self._frames is not None:
                 self._frames.resize(n, axis=0)
-                self._frames[n - 1] = frame
+                if frame is not None and np.shape(frame) == self._frames.shape[1:]:
+                    self._frames[n - 1] = frame
             self._f.flush()
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
+            self._broken = f"writing step {n - 1} failed: {exc}"
             raise StoreError(f"writing step {n - 1} to {self.path} failed: {exc}") from None
         self.n = n
 
     def close(self, summary: dict | None = None) -> None:
         """Close the file and mark it finished (with the run summary as JSON)."""
         if self._f is None:
+            return
+        if self._broken:
+            # closing an HDF5 file after a failed write can crash the library: leave it as last flushed
+            self._f = None
             return
         try:
             self._f.close()

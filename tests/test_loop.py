@@ -94,8 +94,8 @@ def test_engine_clips_adversarial_estimates(tmp_path, monkeypatch):
 
     real_build = loop_mod._build
 
-    def build(recipe):
-        source, pipeline, controller, actuator = real_build(recipe)
+    def build(recipe, *hardware):
+        source, pipeline, controller, actuator = real_build(recipe, *hardware)
         pipeline.estimator = _Liar(np.random.default_rng(0))
         return source, pipeline, controller, actuator
 

@@ -8,10 +8,10 @@ measured in the same run, pair by pair, because machines are noisy.
 """
 from __future__ import annotations
 
-from . import accuracy, loop, sim, speed
+from . import accuracy, faults, loop, sim, speed
 from .report import write_table
 
-COMMANDS = {"accuracy": accuracy, "speed": speed, "sim": sim, "loop": loop}
+COMMANDS = {"accuracy": accuracy, "speed": speed, "sim": sim, "loop": loop, "faults": faults}
 
 
 def add_parser(sub) -> None:

@@ -53,6 +53,8 @@ def drift_commands(subparsers):
     p.add_argument("--nameserver", action="store_true", help="also register with a Pyro5 name server")
     p.add_argument("--tls-cert", help="server certificate (PEM): serve over TLS")
     p.add_argument("--tls-key", help="server private key (PEM)")
+    p.add_argument("--journal", help="append every applied command id to this file and reload it at start: "
+                                     "commands stay at-most-once across server restarts")
     p.set_defaults(func=_serve)
 
 
@@ -67,5 +69,5 @@ def _serve(args) -> int:
         print(f"serving {uri}", flush=True)
 
     serve(recipe, host=args.host, port=args.port, allow_remote=args.allow_remote, nameserver=args.nameserver,
-          ssl_cert=args.tls_cert, ssl_key=args.tls_key, ready=ready)
+          ssl_cert=args.tls_cert, ssl_key=args.tls_key, journal=args.journal, ready=ready)
     return 0

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import json
 import logging
+import os
 import socket
 import threading
 
@@ -30,7 +32,35 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_service(source, actuators: dict, limits: dict):
+class Journal:
+    """Command ids applied by this microscope, one JSON line each, written and synced *before* the command is
+    applied: after a crash, a client's retry of a command that may already have moved the stage is refused
+    (at most once; a command lost in the crash is never applied, and the next correction makes up for it)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.entries: dict = {}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        entry = json.loads(line)
+                        self.entries[entry["id"]] = entry["result"]
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a line cut short by a crash
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def record(self, command_id: str, result: dict) -> None:
+        self._fh.write(json.dumps({"id": command_id, "result": result}) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.entries[command_id] = result
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def make_service(source, actuators: dict, limits: dict, journal: Journal | None = None):
     """The exposed microscope object (a class built here so Pyro5 is imported only when serving)."""
     import Pyro5.api
 
@@ -45,7 +75,7 @@ def make_service(source, actuators: dict, limits: dict):
             self._lock = threading.Lock()
             self._limits = {name: Limits(**limits[name]) for name in actuators}
             self._position = {name: np.zeros(2) for name in actuators}
-            self._applied = collections.OrderedDict()
+            self._applied = collections.OrderedDict(journal.entries if journal else {})
 
         def info(self) -> dict:
             return {"actuators": {n: getattr(a, "units", "") for n, a in actuators.items()},
@@ -67,9 +97,11 @@ def make_service(source, actuators: dict, limits: dict):
                 if cmd.shape != (2,):
                     raise ValueError(f"command must be two numbers, got {command!r}")
                 sent, clipped = self._limits[actuator].clip(cmd, self._position[actuator])
+                result = {"sent": sent.tolist(), "clipped": bool(clipped), "duplicate": False}
+                if journal is not None:
+                    journal.record(command_id, result)
                 act.move_by(sent)
                 self._position[actuator] = self._position[actuator] + sent
-                result = {"sent": sent.tolist(), "clipped": bool(clipped), "duplicate": False}
                 self._applied[command_id] = result
                 while len(self._applied) > 100_000:
                     self._applied.popitem(last=False)
@@ -84,7 +116,8 @@ def make_service(source, actuators: dict, limits: dict):
 
 
 def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_remote: bool = False,
-          nameserver: bool = False, ssl_cert: str | None = None, ssl_key: str | None = None, ready=None):
+          nameserver: bool = False, ssl_cert: str | None = None, ssl_key: str | None = None,
+          journal: str | None = None, ready=None):
     """Build the recipe's source and actuator and serve them until interrupted."""
     import Pyro5.api
     from Pyro5 import config
@@ -104,7 +137,8 @@ def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_r
     source, actuator, _ = build_hardware(recipe)
     actuators = {"stage": actuator} if actuator is not None else {}
     limits = {"stage": dict(recipe.limits)} if actuator is not None else {}
-    service = make_service(source, actuators, limits)
+    log_ = Journal(journal) if journal else None
+    service = make_service(source, actuators, limits, log_)
     try:
         with Pyro5.api.Daemon(host=host, port=port) as daemon:
             uri = daemon.register(service, OBJECT_ID)
@@ -117,3 +151,5 @@ def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_r
     finally:
         for component in (actuator, source):
             _close(component)
+        if log_ is not None:
+            log_.close()
