@@ -23,7 +23,7 @@ from .pipeline import MIN_SIZE, Pipeline, build_component, check_image
 from .recipe import Recipe, load_recipe
 from .registry import get_registry
 from .store import RunWriter
-from .types import BuildContext, FrameError, Shift, SourceExhausted
+from .types import BuildContext, Frame, FrameError, Shift, SourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class Step:
     true_drift: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
     step_seconds: float = float("nan")
     message: str = ""
+    region: bool = False
 
     def row(self) -> dict:
         s = self.shift
@@ -85,7 +86,7 @@ class Step:
             "sigma": s.sigma if s else np.nan, "confidence": s.confidence if s else np.nan,
             "offset": self.offset, "fov": self.fov, "command": self.command, "requested": self.requested,
             "clipped": int(self.clipped), "true_offset": self.true_offset, "true_drift": self.true_drift,
-            "step_seconds": self.step_seconds,
+            "step_seconds": self.step_seconds, "region": int(self.region),
         }
 
 
@@ -257,6 +258,7 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
     tally = _Tally()
     try:
         first = source.acquire()
+        tracking = _tracking(settings.get("tracking_region"), source, np.shape(first.data))
         first_image = storable(first.data)
         if settings["save_frames"] and first_image is None:
             log.warning("frames are not stored: the first frame is not an image (%s)", _describe(first.data))
@@ -265,7 +267,7 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
                            attrs={"recipe": recipe.text, "recipe_path": str(recipe.path), "name": recipe.name,
                                   "versions": _versions(), "pipeline": pipeline.describe(),
                                   "calibration": cal, "pixel_size_nm": float(first.pixel_size_nm),
-                                  "warmup_frames": WARMUP_FRAMES})
+                                  "warmup_frames": WARMUP_FRAMES, "schedule": _schedule(settings, tracking)})
         _notify(pm, "drift_run_started", run=ctx)
         state = _LoopState(settings, controller, actuator, limits, cal, cal_inv)
         frame = first
@@ -278,10 +280,31 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
                         ctx.request_stop("completed (the source has no more frames)")
                         break
                 t_step = time.perf_counter()
-                step = state.step(frame, pipeline)
+                if tracking:
+                    before = state.last_time
+                    step = state.observe(frame)
+                    frame_s = frame.time_s - before if before is not None else 0.0
+                    step.status, step.message = 6, "drift measured on the tracking region"
+                    if state.reference is None:
+                        # the region's first reference is the same region of the first usable frame, so
+                        # region offsets are offsets since that frame, like those of frames
+                        state.take_region_reference(frame, tracking)
+                else:
+                    step = state.step(frame, pipeline)
                 step.step_seconds = time.perf_counter() - t_step
                 writer.append(step.row(), storable(frame.data) if keep_frames else None)
                 tally.add(step)
+                for k in range(tracking["per_frame"] if tracking else 0):
+                    t_region = time.perf_counter()
+                    before = state.last_time
+                    sub = source.acquire_region(tracking["position"], (tracking["size_px"],) * 2)
+                    # aim at the middle of the next frame, after the sub-scans still to come
+                    region_s = sub.time_s - before if before is not None else 0.0
+                    aim = sub.time_s + (tracking["per_frame"] - 1 - k) * region_s + (frame_s + region_s) / 2
+                    region_step = state.step(sub, pipeline, region=True, aim_time_s=aim)
+                    region_step.step_seconds = time.perf_counter() - t_region
+                    writer.append(region_step.row(), None)
+                    tally.add(region_step)
                 if progress is not None:
                     progress(step)
                 _notify(pm, "drift_step_completed", run=ctx, step=step)
@@ -305,6 +328,33 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
             for name in registered:
                 pm.unregister(name=name)
     return summary
+
+
+def _schedule(settings: dict, tracking: dict | None) -> str:
+    """Which correction schedule ran, in words (stored in the run file)."""
+    if tracking:
+        return (f"tracking region {tracking['size_px']} px at {tuple(int(v) for v in tracking['position'])}, "
+                f"{tracking['per_frame']} sub-scan(s) and corrections per frame")
+    parts = ["every frame" if settings["correct_every"] == 1 else f"every {settings['correct_every']} frames"]
+    if settings["correct_every_s"]:
+        parts.append(f"at most once per {settings['correct_every_s']:g} s")
+    return ", ".join(parts)
+
+
+def _tracking(spec, source, frame_shape) -> dict | None:
+    """The tracking-region schedule with its position resolved, or None; a clear error when it cannot run."""
+    if not spec:
+        return None
+    if not callable(getattr(source, "acquire_region", None)):
+        raise ValueError(f"run.tracking_region: the source {type(source).__name__} cannot acquire regions "
+                         "(it has no acquire_region method)")
+    size = spec["size_px"]
+    if len(frame_shape) != 2 or size > min(frame_shape):
+        raise ValueError(f"run.tracking_region: a {size} px region does not fit in {tuple(frame_shape)} frames")
+    position = spec["position"] or [(frame_shape[0] - size) // 2, (frame_shape[1] - size) // 2]
+    if position[0] + size > frame_shape[0] or position[1] + size > frame_shape[1]:
+        raise ValueError(f"run.tracking_region: the region at {tuple(position)} leaves the {tuple(frame_shape)} frame")
+    return {**spec, "position": tuple(position)}
 
 
 def _is_image(data) -> bool:
@@ -347,11 +397,15 @@ class _Tally:
         self.sums = {"residual": [0.0, 0], "uncorrected": [0.0, 0], "measurement": [0.0, 0]}
 
     def add(self, step: Step) -> None:
-        self.steps += 1
         self.counts["corrected"] += step.status == 1
         self.counts["skipped"] += step.status in (3, 4)
         self.counts["clipped"] += bool(step.clipped)
         self.counts["pauses"] += step.message.startswith("paused")
+        if step.region:  # the residual is that of the frames, which the tracking region keeps still
+            if self.steps > WARMUP_FRAMES and step.status in (1, 2):
+                self._sum("measurement", step.offset - step.true_offset)
+            return
+        self.steps += 1
         if self.steps <= WARMUP_FRAMES:
             return
         self._sum("residual", step.true_offset)
@@ -396,15 +450,21 @@ class _LoopState:
         self.last_time = None
         self.period = None
 
-    def step(self, frame, pipeline: Pipeline) -> Step:
+    def observe(self, frame, *, region: bool = False) -> Step:
+        """A step for ``frame`` with what is known before measuring: time, field of view, ground truth."""
         meta = frame.meta or {}
         seen = self.fov - sum((m for k, m in self.pending if k > frame.index), np.zeros(2))
         self.pending = [(k, m) for k, m in self.pending if k > frame.index]
         step = Step(frame.index, frame.time_s, 0, fov=seen, true_offset=_vec(meta, "true_offset_px"),
-                    true_drift=_vec(meta, "true_drift_px"))
+                    true_drift=_vec(meta, "true_drift_px"), region=region)
         if self.last_time is not None and frame.time_s > self.last_time:
             self.period = frame.time_s - self.last_time
         self.last_time = frame.time_s
+        return step
+
+    def step(self, frame, pipeline: Pipeline, *, region: bool = False, aim_time_s: float | None = None) -> Step:
+        step = self.observe(frame, region=region)
+        seen = step.fov
         if self.reference is None:
             try:
                 check_image(frame.data, "reference")
@@ -454,7 +514,7 @@ class _LoopState:
             return step
         self.last_correction = frame.time_s
         drift = step.offset + seen  # the field of view this frame was taken at, not the one commanded since
-        next_time = frame.time_s + (1 + self.delay) * (self.period or 0.0)
+        next_time = aim_time_s if aim_time_s is not None else frame.time_s + (1 + self.delay) * (self.period or 0.0)
         target = np.asarray(self.controller.update(frame.time_s, drift, shift.sigma, self.fov.copy(), next_time), float)
         requested = self.cal @ (target - self.fov)
         command, clipped = self.limits.clip(requested, self.position)
@@ -477,6 +537,17 @@ class _LoopState:
                         self.bad_in_row, why, self.settings["resume_after_good"])
             return f"paused: {why}"
         return why
+
+    def take_region_reference(self, frame, tracking: dict) -> None:
+        """Make the tracking region of ``frame`` the reference (when ``frame`` is a usable image)."""
+        try:
+            image = check_image(frame.data, "frame")
+        except FrameError:
+            return
+        (y0, x0), size = (int(v) for v in tracking["position"]), tracking["size_px"]
+        crop = Frame(data=image[y0:y0 + size, x0:x0 + size], index=frame.index, time_s=frame.time_s,
+                     pixel_size_nm=frame.pixel_size_nm, meta=dict(frame.meta or {}))
+        self.reference, self.reference_offset, self.reference_index = crop, np.zeros(2), frame.index
 
     def _take_reference(self, frame, step, offset) -> Step:
         self.reference, self.reference_offset, self.reference_index = frame, offset, frame.index

@@ -331,6 +331,14 @@ RUN_SCHEMA: dict[str, Param] = {
     "resume_after_good": Param("int", 3, "Resume after this many good estimates in a row", ge=1),
     "stop_after_bad": Param("int", 50, "Stop the run after this many bad estimates in a row", ge=1),
     "seed": Param("int", None, "Seed shared with components that take one", nullable=True),
+    "tracking_region": Param("mapping", None, "Measure drift on a small sub-scan acquired between frames "
+                                              "(sources with acquire_region, e.g. the simulator)", nullable=True,
+                             fields={
+                                 "size_px": Param("int", 64, "Side of the square region, px", ge=16, le=1024),
+                                 "position": Param("vector", None, "Top-left (y, x) in the frame; default: centred",
+                                                   length=2, ge=0, nullable=True),
+                                 "per_frame": Param("int", 1, "Sub-scans (and corrections) between two frames",
+                                                    ge=1, le=100)}),
 }
 
 _TOP = ("name", "description", "source", "pipeline", "controller", "actuator", "run", "train", "bench")

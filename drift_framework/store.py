@@ -44,6 +44,7 @@ STEP_FIELDS = {
     "true_offset": ((2,), "f8", np.nan),      # ground truth when the source knows it, px
     "true_drift": ((2,), "f8", np.nan),       # uncorrected specimen drift, px
     "step_seconds": ((), "f8", np.nan),       # wall time spent on the step
+    "region": ((), "i1", 0),                  # 1: a drift-tracking sub-scan, 0: a frame
 }
 
 #: status code → meaning (stored as the ``status_names`` attribute too)
@@ -54,6 +55,7 @@ STATUS = {
     3: "low-confidence",  # measured, gated: actuator not moved
     4: "bad-frame",       # the frame could not be used: actuator not moved
     5: "held",            # good estimate, not acted on: corrections are paused after bad ones
+    6: "frame",           # a frame of a run whose drift is measured on a tracking region (region rows)
 }
 
 

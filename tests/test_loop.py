@@ -236,3 +236,40 @@ def test_correction_every_t_seconds(tmp_path):
     summary = df.run(_recipe(tmp_path, frames=20, extra_run=f", correct_every_s: {3.5 * frame_time}"))
     run = read_run(summary.output)
     assert list(np.nonzero(run.steps["status"] == 1)[0]) == [1, 5, 9, 13, 17]
+
+
+def test_tracking_region_schedule_keeps_frames_still(tmp_path):
+    path = _recipe(tmp_path, frames=40, extra_run=", reference: first, tracking_region: {size_px: 48, per_frame: 2}")
+    summary = df.run(path)
+    run = read_run(summary.output, frames=True)
+    assert summary.steps == 40 and len(run) == 120
+    np.testing.assert_array_equal(run.steps["region"][:6], [0, 1, 1, 0, 1, 1])
+    frames = run.steps["region"] == 0
+    assert set(run.steps["status"][frames]) == {6} and run.frames.shape == (120, 96, 96)
+    assert "tracking region 48 px" in run.attrs["schedule"]
+    region = ~frames
+    err = run.steps["offset"][region][20:] - run.steps["true_offset"][region][20:]
+    assert np.sqrt(np.mean(np.sum(err ** 2, axis=1))) < 0.2          # the sub-scans measure the drift …
+    assert summary.residual_rms_px < 0.3 < summary.uncorrected_rms_px  # … and keep the frames still
+
+
+def test_tracking_region_needs_a_source_that_can_scan_regions(tmp_path):
+    from drift_framework.loop import build_hardware
+
+    class FramesOnly:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def acquire(self):
+            return self.inner.acquire()
+
+        def close(self):
+            self.inner.close()
+
+    path = _recipe(tmp_path, frames=5, extra_run=", tracking_region: {size_px: 48}")
+    recipe = df.load_recipe(path)
+    source, actuator, _ = build_hardware(recipe)
+    with pytest.raises(ValueError, match="cannot acquire regions"):
+        df.run(recipe, source=FramesOnly(source), actuator=actuator)
+    with pytest.raises(ValueError, match="does not fit"):
+        df.run(_recipe(tmp_path, frames=5, extra_run=", tracking_region: {size_px: 200}"))

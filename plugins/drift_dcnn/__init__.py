@@ -36,7 +36,8 @@ def _regressor(params, context):
 @hookimpl
 def drift_denoisers():
     return [Component("dcnn-denoiser", _denoiser,
-                      {"weights": Param("str", None, "Weights file (default: shipped)", nullable=True),
+                      {"weights": Param("str", None, "Weights file, or a shipped set: general (default: the "
+                                                     "shipped hexagonal one)", nullable=True),
                        "device": _DEVICE},
                       "Trained CNN denoiser (light encoder–decoder)")]
 
@@ -44,7 +45,8 @@ def drift_denoisers():
 @hookimpl
 def drift_estimators():
     return [Component("dcnn-regressor", _regressor,
-                      {"weights": Param("str", None, "Weights file (default: shipped)", nullable=True),
+                      {"weights": Param("str", None, "Weights file, or a shipped set: general (default: the "
+                                                     "shipped hexagonal one)", nullable=True),
                        "max_shift_px": Param("float", None, "Bound on the answer, px", gt=0, nullable=True),
                        "refine": Param("bool", True, "Newton refinement on the raw frames after the network"),
                        "batch_size": Param("int", 64, "Frames per network pass in batch estimation", ge=1),
@@ -57,7 +59,12 @@ def drift_presets():
     return [Preset("dcnn", {"denoiser": {"plugin": "dcnn-denoiser"},
                             "correlator": {"plugin": "ncc", "window": "none"},
                             "estimator": {"plugin": "dcnn-regressor"}},
-                   "DCNN denoiser → NCC → DCNN regressor → refinement (the learned pipeline)")]
+                   "DCNN denoiser → NCC → DCNN regressor → refinement (the learned pipeline)"),
+            Preset("dcnn-general", {"denoiser": {"plugin": "dcnn-denoiser", "weights": "general"},
+                                    "correlator": {"plugin": "ncc", "window": "none"},
+                                    "estimator": {"plugin": "dcnn-regressor", "weights": "general"}},
+                   "The learned pipeline trained on hexagonal, square, honeycomb and perovskite lattices and "
+                   "uniform, Gaussian and Poisson noise")]
 
 
 def _common():

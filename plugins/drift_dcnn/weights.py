@@ -26,9 +26,20 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
-def shipped(kind: str) -> Path:
-    """Path of the weights shipped inside the package for ``kind`` (``denoiser`` or ``regressor``)."""
-    return WEIGHTS_DIR / f"{kind}.pt"
+def shipped(kind: str, variant: str | None = None) -> Path:
+    """Path of the weights shipped inside the package for ``kind`` (``denoiser`` or ``regressor``); ``variant``
+    names another shipped set (``general``: trained on four lattices and Poisson noise)."""
+    return WEIGHTS_DIR / (f"{kind}-{variant}.pt" if variant else f"{kind}.pt")
+
+
+def resolve(kind: str, path=None) -> Path:
+    """A weights path: None → the shipped file, a bare name (no folder, no suffix) → that shipped variant."""
+    if not path:
+        return shipped(kind)
+    text = str(path)
+    if "/" not in text and "\\" not in text and not text.endswith(".pt"):
+        return shipped(kind, text)
+    return Path(text)
 
 
 def save(model, path, card: dict) -> dict:
@@ -60,7 +71,7 @@ def load(kind: str, path=None, device: str = "cpu"):
 
     from .models import DenoiserNet, RegressorNet
 
-    path = Path(path) if path else shipped(kind)
+    path = resolve(kind, path)
     if not path.is_file():
         raise WeightsError(f"no {kind} weights at {path}; train them with `drift train {kind} RECIPE`")
     card_path = path.with_suffix(".json")

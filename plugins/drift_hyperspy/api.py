@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .correct import MODES, Shifts, align_frame, estimate_shifts, output_grid
+from .positions import MODES, Shifts, align_frame, estimate_shifts, output_grid
 from .source import HyperSpyError, frame_count, frame_data, pixel_size_nm
 
 

@@ -90,7 +90,7 @@ class VirtualMicroscope:
 
     def acquire(self) -> Frame:
         """Scan the next frame."""
-        t_end = (self.index + 1) * self.frame_time_s
+        t_end = self.time_s + self.frame_time_s  # sub-scans (acquire_region) between frames take time too
         for act in self.actuators:
             act.on_frame(self.index)
         t_mid = t_end - self.frame_time_s / 2
@@ -113,6 +113,29 @@ class VirtualMicroscope:
         self.index += 1
         self.time_s = t_end
         return frame
+
+    def acquire_region(self, top_left, shape) -> Frame:
+        """Scan a small region of the field of view now (a drift-tracking sub-scan between frames).
+
+        ``top_left`` (y, x) and ``shape`` (h, w) are in frame pixels; the region takes ``h·w`` dwell times plus
+        ``h`` fly-backs, and its ground truth is that of its own mid-time.
+        """
+        h, w = int(shape[0]), int(shape[1])
+        y0, x0 = float(top_left[0]), float(top_left[1])
+        if h < 8 or w < 8 or y0 < 0 or x0 < 0 or y0 + h > self.shape[0] or x0 + w > self.shape[1]:
+            raise ValueError(f"region {h}×{w} at ({y0:g}, {x0:g}) does not fit in the {self.shape} frame")
+        dt = h * w * self.p["dwell_us"] * 1e-6 + h * self.p["flyback_us"] * 1e-6
+        t_mid, t_end = self.time_s + dt / 2, self.time_s + dt
+        drift = self.drift(t_mid) - self.drift0
+        fov = self.fov_px(t_mid)
+        offset = drift - fov
+        clean = self.clean(self.specimen, self.origin0 - offset - self.drift0 + np.array([y0, x0]), (h, w))
+        noisy, info = add_noise(clean, self.p["noise"], self.rng)
+        self.time_s = t_end
+        return Frame(data=np.asarray(noisy, np.float32), index=self.index, time_s=t_end,
+                     pixel_size_nm=self.pixel_size_nm,
+                     meta={"true_offset_px": offset, "true_drift_px": drift, "fov_px": fov, "source": "simulator",
+                           "region": (y0, x0, h, w), **info})
 
     def _jitter_rows(self, image: np.ndarray) -> np.ndarray:
         # Each scan line lands a little off in x: shift rows by linear interpolation along x.
