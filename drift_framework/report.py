@@ -34,25 +34,32 @@ def save_figure(fig, path: Path, panels: list[str]) -> Path:
     return path
 
 
+def _frame_rows(steps: dict) -> np.ndarray:
+    """Rows of frames (not tracking-region sub-scans; files written before regions existed have none)."""
+    region = steps.get("region")
+    return np.ones(len(steps["index"]), bool) if region is None else region == 0
+
+
 def trajectories(run, path: Path) -> Path:
     s = run.steps
     i = s["index"]
+    f = _frame_rows(s)  # truth and field of view per frame; measurements from every row (sub-scans too)
     fig, ax = _figure(3, f"{run.attrs.get('name', '')}: drift and correction")
     panels = []
     for k, axis in enumerate("yx"):
         a = ax[k]
         if np.isfinite(s["true_drift"]).any():
-            a.plot(i, s["true_drift"][:, k], color="0.6", label="uncorrected drift (truth)")
+            a.plot(i[f], s["true_drift"][f, k], color="0.6", label="uncorrected drift (truth)")
         a.plot(i, s["offset"][:, k], ".", ms=3, label="measured offset")
         if np.isfinite(s["true_offset"]).any():
-            a.plot(i, s["true_offset"][:, k], lw=1, label="residual (truth)")
-        a.plot(i, s["fov"][:, k], lw=1, label="field of view moved")
+            a.plot(i[f], s["true_offset"][f, k], lw=1, label="residual (truth)")
+        a.plot(i[f], s["fov"][f, k], lw=1, label="field of view moved")
         a.set_ylabel(f"d{axis} (px)")
         a.legend(fontsize=7, loc="upper left")
         panels.append(f"d{axis} trajectories")
     bad = np.isin(s["status"], (3, 4, 5))
     res = np.hypot(*s["true_offset"].T) if np.isfinite(s["true_offset"]).any() else np.hypot(*s["offset"].T)
-    ax[2].plot(i, res, lw=1, label="|residual| (truth)" if np.isfinite(s["true_offset"]).any() else "|offset|")
+    ax[2].plot(i[f], res[f], lw=1, label="|residual| (truth)" if np.isfinite(s["true_offset"]).any() else "|offset|")
     ax[2].plot(i[bad], res[bad], "rx", label="gated / bad / paused")
     ax[2].set_ylabel("px")
     ax[2].set_xlabel("frame")
@@ -97,11 +104,14 @@ def report(run_path, out_dir=None) -> dict:
              f"- file: `{run_path}` ({'finished' if run.finished else 'still running or interrupted'})",
              f"- steps: {len(run)}; " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v),
              f"- commands clipped by limits: {int(np.sum(s['clipped']))}"]
+    if run.attrs.get("schedule"):
+        lines += [f"- correction schedule: {run.attrs['schedule']}"]
     if np.isfinite(s["true_offset"]).any():
+        f = _frame_rows(s)
         after = slice(int(run.attrs.get("warmup_frames", 10)), None)
         rms = lambda v: float(np.sqrt(np.nanmean(np.sum(v ** 2, axis=1))))  # noqa: E731
-        lines += [f"- residual drift RMS after the warm-up: {rms(s['true_offset'][after]):.3f} px "
-                  f"(uncorrected: {rms(s['true_drift'][after]):.3f} px)"]
+        lines += [f"- residual drift RMS after the warm-up: {rms(s['true_offset'][f][after]):.3f} px "
+                  f"(uncorrected: {rms(s['true_drift'][f][after]):.3f} px)"]
     if summary:
         lines += [f"- stop reason: {summary.get('stop_reason')}"]
     lines += ["", f"![trajectories]({files['trajectories'].name})", "", f"![commands]({files['commands'].name})", ""]

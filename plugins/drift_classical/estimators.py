@@ -284,6 +284,28 @@ def _gradient_noise_gain(shape, sigma_px: float) -> tuple[float, float]:
     return float(np.mean(g2 * ky ** 2)), float(np.mean(g2 * kx ** 2))
 
 
+def _smooth_energy_spectrum(fr: np.ndarray, shape, sigma_px: float) -> np.ndarray:
+    """rfft spectrum of ``r̄²``, ``r̄`` the reference (spectrum ``fr``) low-passed by a Gaussian of ``sigma_px``.
+
+    ``r̄²`` has almost no energy above a quarter of the sampling rate (``sigma_px`` ≥ 1), so it is computed on a
+    grid decimated by two (two FFTs of a quarter of the size) and its spectrum embedded back in the full one."""
+    h, w = shape
+    g = gaussian_weight(shape, sigma_px)
+    if sigma_px < 1.0 or min(h, w) < 64:
+        smooth = sfft.irfft2(fr * g, s=shape, workers=WORKERS)
+        return sfft.rfft2(smooth * smooth, workers=WORKERS)
+    hs, ws = h // 2, w // 2
+    pos, neg = (hs + 1) // 2, hs // 2               # rows of non-negative and negative frequencies kept
+    cols = ws // 2 + 1
+    low = np.concatenate([(fr * g)[:pos, :cols], (fr * g)[h - neg:, :cols]])
+    smooth = sfft.irfft2(low, s=(hs, ws), workers=WORKERS) * (hs * ws / (h * w))
+    spec_low = sfft.rfft2(smooth * smooth, workers=WORKERS) * (h * w / (hs * ws))
+    out = np.zeros(fr.shape, spec_low.dtype)
+    out[:pos, :cols] = spec_low[:pos]
+    out[h - neg:, :cols] = spec_low[hs - neg:]
+    return out
+
+
 class _SpectralSurface:
     """``f(d) = (1/N) Σ_k S_k e^{−2πi k·d}`` and its gradient and Hessian, from a half (rfft) spectrum."""
 
@@ -353,7 +375,7 @@ class GaussNewton(MapEstimator):
         refined = self._refine(ref, mov, d0, margin, cmap.meta.get("ref_spectrum")) if fit else (None, None, None)
         if refined[0] is None:
             return self._finish(cmap, peak, d0, noise=noise, value_std=vstd)
-        if len(self._tapers) > 64:
+        if len(self._tapers) > 16:  # a taper + its spectrum per margin: ~2 MB each at 512²
             self._tapers.clear()
         d, cov, _ = refined
         return self._finish(cmap, peak, d, cov, noise=noise, value_std=vstd)
@@ -422,9 +444,8 @@ class GaussNewton(MapEstimator):
         # maximum moves towards where the reference has more energy under the taper's slopes (a bias of a few
         # 0.01 px on textures whose local contrast varies). r̄ is the low-passed reference, so the term adds
         # little noise.
-        smooth = sfft.irfft2(fr * gaussian_weight(shape, self.lowpass or 1.0), s=shape, workers=WORKERS)
-        target = corr - 0.5 * self._taper_spectrum(ref.shape, margin, dtype).conj() * sfft.rfft2(
-            smooth * smooth, workers=WORKERS)
+        target = corr - 0.5 * self._taper_spectrum(ref.shape, margin, dtype).conj() * _smooth_energy_spectrum(
+            fr, shape, self.lowpass or 1.0)
         surface = _SpectralSurface(target, shape)
         if self.lowpass:
             surface = _SpectralSurface(surface.s * gaussian_weight(shape, self.lowpass), shape, scaled=True)
