@@ -128,7 +128,9 @@ class Pipeline:
         raw_ref, raw_mov = check_pair(reference, moving)
         ref, mov = raw_ref, raw_mov
         if self.denoiser is not None:
-            ref, mov = self.denoiser.denoise(ref), self.denoiser.denoise(mov)
+            batch = getattr(self.denoiser, "denoise_batch", None)  # one pass for both frames when it can
+            ref, mov = batch(np.stack([ref, mov])) if batch else (self.denoiser.denoise(ref),
+                                                                   self.denoiser.denoise(mov))
         cmap = self.correlator.correlate(ref, mov)
         cmap.meta.setdefault("raw", (raw_ref, raw_mov))  # refinement stages may want the frames as acquired
         return self.estimator.estimate(cmap)

@@ -127,3 +127,12 @@ def test_site_builds_strict(tmp_path):
     html = (tmp_path / "site" / "reference" / "recipes" / "index.html").read_text()
     assert "gauss-newton" in html and "dcnn-regressor" in html
     assert (tmp_path / "site" / "reference" / "hooks" / "index.html").is_file()
+
+
+def test_readme_comparison_table_is_the_generated_one():
+    """The README's comparison table is the one `drift compare` wrote (regenerate both together)."""
+    generated = [line for line in (DOCS / "benchmarks" / "compare" / "compare.md").read_text().splitlines()
+                 if line.startswith("|")]
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<details><summary>The table behind the figure</summary>", 1)[1].split("</details>", 1)[0]
+    assert [line for line in block.splitlines() if line.startswith("|")] == generated

@@ -284,22 +284,35 @@ def _gradient_noise_gain(shape, sigma_px: float) -> tuple[float, float]:
     return float(np.mean(g2 * ky ** 2)), float(np.mean(g2 * kx ** 2))
 
 
+@lru_cache(maxsize=16)
+def _low_weight(shape, sigma_px: float) -> np.ndarray:
+    """``gaussian_weight`` restricted to the rows and columns kept on the half-resolution grid."""
+    h, w = shape
+    hs, ws = h // 2, w // 2
+    pos, neg, cols = (hs + 1) // 2, hs // 2, ws // 2 + 1
+    g = gaussian_weight(shape, sigma_px)
+    out = np.concatenate([g[:pos, :cols], g[h - neg:, :cols]])
+    out.setflags(write=False)
+    return out
+
+
 def _smooth_energy_spectrum(fr: np.ndarray, shape, sigma_px: float) -> np.ndarray:
     """rfft spectrum of ``r̄²``, ``r̄`` the reference (spectrum ``fr``) low-passed by a Gaussian of ``sigma_px``.
 
     ``r̄²`` has almost no energy above a quarter of the sampling rate (``sigma_px`` ≥ 1), so it is computed on a
     grid decimated by two (two FFTs of a quarter of the size) and its spectrum embedded back in the full one."""
     h, w = shape
-    g = gaussian_weight(shape, sigma_px)
     if sigma_px < 1.0 or min(h, w) < 64:
-        smooth = sfft.irfft2(fr * g, s=shape, workers=WORKERS)
+        smooth = sfft.irfft2(fr * gaussian_weight(shape, sigma_px), s=shape, workers=WORKERS)
         return sfft.rfft2(smooth * smooth, workers=WORKERS)
     hs, ws = h // 2, w // 2
     pos, neg = (hs + 1) // 2, hs // 2               # rows of non-negative and negative frequencies kept
     cols = ws // 2 + 1
-    low = np.concatenate([(fr * g)[:pos, :cols], (fr * g)[h - neg:, :cols]])
-    smooth = sfft.irfft2(low, s=(hs, ws), workers=WORKERS) * (hs * ws / (h * w))
-    spec_low = sfft.rfft2(smooth * smooth, workers=WORKERS) * (h * w / (hs * ws))
+    low = np.concatenate([fr[:pos, :cols], fr[h - neg:, :cols]])
+    low *= _low_weight(shape, sigma_px) * np.float32(hs * ws / (h * w))
+    smooth = sfft.irfft2(low, s=(hs, ws), workers=1)  # small transforms: threads cost more than they save
+    spec_low = sfft.rfft2(smooth * smooth, workers=1)
+    spec_low *= np.float32(h * w / (hs * ws))
     out = np.zeros(fr.shape, spec_low.dtype)
     out[:pos, :cols] = spec_low[:pos]
     out[h - neg:, :cols] = spec_low[hs - neg:]
@@ -405,10 +418,12 @@ class GaussNewton(MapEstimator):
         return taper
 
     def _taper_spectrum(self, shape, margin, dtype):
+        """½·conj(rfft2(taper)): the factor of the least-squares term, cached with the taper."""
         key = ("spectrum", shape, margin, np.dtype(dtype).str)
         spectrum = self._tapers.get(key)
         if spectrum is None:
-            spectrum = self._tapers[key] = sfft.rfft2(self._taper(shape, margin, dtype), workers=WORKERS)
+            spectrum = 0.5 * sfft.rfft2(self._taper(shape, margin, dtype), workers=WORKERS).conj()
+            self._tapers[key] = spectrum
         return spectrum
 
     def _make_taper(self, shape, margin, dtype):
@@ -444,7 +459,7 @@ class GaussNewton(MapEstimator):
         # maximum moves towards where the reference has more energy under the taper's slopes (a bias of a few
         # 0.01 px on textures whose local contrast varies). r̄ is the low-passed reference, so the term adds
         # little noise.
-        target = corr - 0.5 * self._taper_spectrum(ref.shape, margin, dtype).conj() * _smooth_energy_spectrum(
+        target = corr - self._taper_spectrum(ref.shape, margin, dtype) * _smooth_energy_spectrum(
             fr, shape, self.lowpass or 1.0)
         surface = _SpectralSurface(target, shape)
         if self.lowpass:
