@@ -5,7 +5,8 @@ import pytest
 
 from drift_framework.bench.faults import SIZES, run_suite, write_report
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:Detected pickle protocol")]  # the security case's payload file
 
 EXPECTED_CASES = {"recipes": 300, "frames": 300, "process": 3, "remote": 8, "storage": 5, "limits": 100,
                   "security": 25}
