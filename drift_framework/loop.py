@@ -510,7 +510,8 @@ class _LoopState:
             log.warning("frame %d: corrections resumed after %d good estimates", frame.index, self.good_in_row)
         if self.actuator is None or (frame.index % s["correct_every"]) != 0:
             return step
-        if self.last_correction is not None and frame.time_s - self.last_correction < s["correct_every_s"]:
+        # (a clock that went backwards — a restarted microscope — must not hold corrections back)
+        if self.last_correction is not None and 0 <= frame.time_s - self.last_correction < s["correct_every_s"]:
             return step
         self.last_correction = frame.time_s
         drift = step.offset + seen  # the field of view this frame was taken at, not the one commanded since

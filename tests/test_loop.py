@@ -273,3 +273,26 @@ def test_tracking_region_needs_a_source_that_can_scan_regions(tmp_path):
         df.run(recipe, source=FramesOnly(source), actuator=actuator)
     with pytest.raises(ValueError, match="does not fit"):
         df.run(_recipe(tmp_path, frames=5, extra_run=", tracking_region: {size_px: 200}"))
+
+
+def test_a_clock_that_goes_backwards_does_not_hold_corrections(tmp_path):
+    """A restarted microscope counts time from zero again; corrections must go on."""
+    from drift_framework.loop import build_hardware
+
+    class Restarted:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def acquire(self):
+            frame = self.inner.acquire()
+            if frame.index >= 6:
+                frame.time_s -= 1000.0
+            return frame
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    recipe = df.load_recipe(_recipe(tmp_path, frames=12, extra_run=", correct_every_s: 0.001"))
+    source, actuator, _ = build_hardware(recipe)
+    run = read_run(df.run(recipe, source=Restarted(source), actuator=actuator).output)
+    assert set(run.steps["status"][6:]) == {1}

@@ -25,6 +25,9 @@ FOUND_AND_FIXED = """\
   step that would not fit (file-size limit or full disk) with one clear line, and the file stays readable.
 - Remote: a command applied just before the server crashed could be applied again after its restart; `drift serve
   --journal FILE` records command ids before applying them, so retries stay at most once across restarts.
+- Remote: after a server restart the frame clock starts again at zero, and the engine held every correction back
+  until the clock caught up with the last correction's time (half the steps of the fault run were not corrected);
+  a clock that goes backwards no longer holds corrections.
 - Threads: the NCC correlator kept per-call state on itself, so pipelines shared between threads (dask) gave wrong
   answers; the state now travels with the correlation map.
 """
