@@ -69,7 +69,7 @@ def check_pair(reference, moving) -> tuple[np.ndarray, np.ndarray]:
         ref, mov = ref.astype(np.float64), mov.astype(np.float64)
     # Shifts do not depend on the intensity scale, but float32 sums of squares overflow near 1e19 and
     # underflow near 1e-19: extreme scales are brought to ~1 by one power of two shared by both frames.
-    top = max(float(np.max(np.abs(ref))), float(np.max(np.abs(mov))))
+    top = max(abs(float(ref.max())), abs(float(ref.min())), abs(float(mov.max())), abs(float(mov.min())))
     if top > 1e12 or top < 1e-12:
         scale = ref.dtype.type(2.0 ** -math.frexp(top)[1])
         ref, mov = ref * scale, mov * scale
