@@ -294,15 +294,7 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
                 step.step_seconds = time.perf_counter() - t_step
                 writer.append(step.row(), storable(frame.data) if keep_frames else None)
                 tally.add(step)
-                for k in range(tracking["per_frame"] if tracking else 0):
-                    t_region = time.perf_counter()
-                    before = state.last_time
-                    sub = source.acquire_region(tracking["position"], (tracking["size_px"],) * 2)
-                    # aim at the middle of the next frame, after the sub-scans still to come
-                    region_s = sub.time_s - before if before is not None else 0.0
-                    aim = sub.time_s + (tracking["per_frame"] - 1 - k) * region_s + (frame_s + region_s) / 2
-                    region_step = state.step(sub, pipeline, region=True, aim_time_s=aim)
-                    region_step.step_seconds = time.perf_counter() - t_region
+                for region_step in (_sub_scans(state, source, pipeline, tracking, frame_s) if tracking else ()):
                     writer.append(region_step.row(), None)
                     tally.add(region_step)
                 if progress is not None:
@@ -328,6 +320,20 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
             for name in registered:
                 pm.unregister(name=name)
     return summary
+
+
+def _sub_scans(state, source, pipeline: Pipeline, tracking: dict, frame_s: float):
+    """Acquire, measure and act on the tracking-region sub-scans between two frames; yields their steps."""
+    for k in range(tracking["per_frame"]):
+        t0 = time.perf_counter()
+        before = state.last_time
+        sub = source.acquire_region(tracking["position"], (tracking["size_px"],) * 2)
+        # aim at the middle of the next frame, after the sub-scans still to come
+        region_s = sub.time_s - before if before is not None else 0.0
+        aim = sub.time_s + (tracking["per_frame"] - 1 - k) * region_s + (frame_s + region_s) / 2
+        step = state.step(sub, pipeline, region=True, aim_time_s=aim)
+        step.step_seconds = time.perf_counter() - t0
+        yield step
 
 
 def _schedule(settings: dict, tracking: dict | None) -> str:
