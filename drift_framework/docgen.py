@@ -193,7 +193,7 @@ def hooks_markdown() -> str:
 
     out = ["# Hook reference\n",
            "Generated from `drift_framework/hookspecs.py` when the site is built. "
-           + _docstring_markdown(hookspecs.__doc__).replace("\n\n", "\n\n", 1) + "\n"]
+           + _docstring_markdown(hookspecs.__doc__) + "\n"]
     for name in hook_names():
         fn = getattr(hookspecs, name)
         out.append(f"## `{name}{inspect.signature(fn)}`\n")

@@ -31,6 +31,11 @@ def build_component(spec: ComponentSpec, context: BuildContext | None = None):
 
 def check_image(image, name: str = "image") -> np.ndarray:
     """Return ``image`` as a C-contiguous float32/float64 2-D array, or raise :class:`FrameError`."""
+    return _checked(image, name)[0]
+
+
+def _checked(image, name: str) -> tuple[np.ndarray, float]:
+    """``check_image`` and the image's largest absolute value (from the min/max it computes anyway)."""
     if isinstance(image, np.ndarray):
         arr = image
     else:
@@ -54,22 +59,23 @@ def check_image(image, name: str = "image") -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise FrameError(f"{name} contains {bad} NaN or infinite pixel(s)")
-    if float(arr.max()) == float(arr.min()):
+    hi, lo = float(arr.max()), float(arr.min())
+    if hi == lo:
         raise FrameError(f"{name} is constant (every pixel = {float(arr.flat[0]):g}); there is nothing to correlate")
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr), max(abs(hi), abs(lo))
 
 
 def check_pair(reference, moving) -> tuple[np.ndarray, np.ndarray]:
     """Check both images and that their shapes match; returns float arrays of one dtype."""
-    ref = check_image(reference, "reference")
-    mov = check_image(moving, "moving")
+    ref, ref_peak = _checked(reference, "reference")
+    mov, mov_peak = _checked(moving, "moving")
     if ref.shape != mov.shape:
         raise FrameError(f"reference and moving frames differ in shape: {ref.shape} vs {mov.shape}")
     if ref.dtype != mov.dtype:
         ref, mov = ref.astype(np.float64), mov.astype(np.float64)
     # Shifts do not depend on the intensity scale, but float32 sums of squares overflow near 1e19 and
     # underflow near 1e-19: extreme scales are brought to ~1 by one power of two shared by both frames.
-    top = max(abs(float(ref.max())), abs(float(ref.min())), abs(float(mov.max())), abs(float(mov.min())))
+    top = max(ref_peak, mov_peak)
     if top > 1e12 or top < 1e-12:
         scale = ref.dtype.type(2.0 ** -math.frexp(top)[1])
         ref, mov = ref * scale, mov * scale
