@@ -137,3 +137,34 @@ def test_real_stem_stack_aligns_better_than_raw():
 
     assert np.mean([ncc(a[0], a[i]) for i in range(1, 5)]) > 1.5 * np.mean([ncc(raw[0], raw[i]) for i in range(1, 5)])
     assert 2.0 < np.max(np.abs(np.diff(shifts.data[:, 1]))) < 5.0  # ~3 px/frame of real drift along x
+
+
+@pytest.mark.filterwarnings("ignore:Loading old file version")
+def test_real_stack_reference_modes_agree_with_the_distorted_preset():
+    """The real scan vibrates (split correlation peaks): centres of symmetry add up, so every mode gives the same
+    positions within 0.1 px (a rigid peak fit differs by ~2 px)."""
+    from drift_hyperspy.positions import estimate_shifts
+
+    stack = np.asarray(hs.load(str(REAL_DATA / "stem_abf_data_imagestack.hspy")).data, np.float32)
+    modes = {m: estimate_shifts(lambda i: stack[i], len(stack), "distorted", reference=m)
+             for m in ("first", "previous", "all-pairs")}
+    for a in modes.values():
+        for b in modes.values():
+            assert np.abs(a.shifts - b.shifts).max() < 0.1
+    assert modes["all-pairs"].closure_px < 0.05
+    rigid = estimate_shifts(lambda i: stack[i], len(stack), "classical", reference="all-pairs")
+    assert rigid.closure_px > 0.5
+
+
+@pytest.mark.filterwarnings("ignore:Loading old file version")
+def test_correct_suggests_the_distorted_preset_when_loops_do_not_close(tmp_path):
+    real = str(REAL_DATA / "stem_abf_data_imagestack.hspy")
+    out = drift_cli("correct", real, "-o", str(tmp_path / "rigid.hspy"), "--reference", "all-pairs")
+    assert out.returncode == 0, out.stderr
+    assert "loop closure" in out.stdout and "try --pipeline distorted" in out.stdout
+    out = drift_cli("correct", real, "-o", str(tmp_path / "sym.hspy"), "--reference", "all-pairs",
+                    "--pipeline", "distorted")
+    assert out.returncode == 0, out.stderr
+    assert "loop closure" in out.stdout and "try --pipeline" not in out.stdout
+    record = hs.load(str(tmp_path / "sym.hspy")).metadata.drift_framework
+    assert record.closure_px < 0.05 and record.pipeline == "distorted"

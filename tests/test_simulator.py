@@ -201,3 +201,25 @@ def test_pair_batch_is_deterministic_and_stacked():
     a, b = src.pair_batch(5, seed=3), src.pair_batch(5, seed=3)
     assert a["reference"].shape == (5, 48, 64) and a["shift"].shape == (5, 2) and a["crlb"].shape == (5, 2, 2)
     np.testing.assert_array_equal(a["moving"], b["moving"])
+
+
+def _vibrating_source(amplitude, seed=4):
+    return simulator_source(lattice="perovskite", spacing_px=[24.0], rotation_deg=[30.0], shape=[256, 256],
+                            contrast="dark", noise={"kind": "none"}, seed=seed,
+                            drift=[{"kind": "linear", "velocity_px_per_frame": [-0.5, 1.5]}],
+                            vibration={"amplitude_px": amplitude, "frequency_hz": 400.0})
+
+
+def test_vibration_displaces_lines_and_leaves_the_random_stream_alone():
+    steady = simulator_source(lattice="perovskite", spacing_px=[24.0], rotation_deg=[30.0], shape=[256, 256],
+                              contrast="dark", noise={"kind": "none"}, seed=4,
+                              drift=[{"kind": "linear", "velocity_px_per_frame": [-0.5, 1.5]}]).acquire()
+    still = _vibrating_source([0.0, 0.0]).acquire()
+    np.testing.assert_array_equal(still.data, steady.data)  # no vibration: exactly the frames of before
+    shaken = _vibrating_source([2.0, 0.0]).acquire()
+    assert shaken.meta["vibration_mean_px"].shape == (2,)
+    assert abs(shaken.meta["vibration_mean_px"][0]) < 0.2 and shaken.meta["vibration_mean_px"][1] == 0.0
+    # a y vibration moves whole lines along y: rows differ from the steady frame, the content is the same crystal
+    diff = np.abs(shaken.data - steady.data).mean(axis=1)
+    assert diff.max() > 0.05 * np.ptp(steady.data)
+    assert abs(shaken.data.mean() - steady.data.mean()) < 0.02 * np.ptp(steady.data)

@@ -1,7 +1,8 @@
 """drift_classical: correlators, sub-pixel estimators and denoisers (built-in plugin).
 
 Presets: ``classical`` (NCC → Newton refinement over the overlap; the most
-accurate), ``phase`` (phase correlation → upsampled DFT), ``ncc-peak`` (NCC →
+accurate), ``distorted`` (NCC → centre of symmetry of the peak, for vibrating
+or jittery scans), ``phase`` (phase correlation → upsampled DFT), ``ncc-peak`` (NCC →
 3-point parabola), ``skimage`` (scikit-image ``phase_cross_correlation``, the
 reference).
 """
@@ -80,6 +81,11 @@ def drift_estimators():
         Component("centroid", _estimator("Centroid"),
                   {**base, "radius_px": Param("int", 1, "Neighbourhood half-size", ge=1, le=10)},
                   "Centre of mass around the peak"),
+        Component("symmetry-center", _estimator("SymmetryCenter"),
+                  {**base, "radius_px": Param("float", 8.0, "Radius of the disk the centroid is taken over (px)",
+                                              ge=1, le=64),
+                   "iterations": Param("int", 200, "Most centroid iterations", ge=1, le=10000)},
+                  "Centre of symmetry of the correlation peak (mean displacement; for vibrating or jittery scans)"),
         Component("upsampled-dft", _estimator("UpsampledDFT"),
                   {**base, "upsample_factor": Param("int", 100, "Samples per pixel", ge=1, le=10000)},
                   "Upsampled-DFT refinement (Guizar-Sicairos 2008)"),
@@ -135,6 +141,10 @@ def drift_presets():
                                                                                   "window": "none"},
                              "estimator": {"plugin": "gauss-newton"}},
                "NCC → Newton refinement over the overlap: the most accurate classical pipeline"),
+        Preset("distorted", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "ncc", "window": "tukey"},
+                             "estimator": {"plugin": "symmetry-center", "radius_px": 8.0}},
+               "NCC → centre of symmetry of the peak: for scans with vibration or line jitter, whose correlation "
+               "peaks are smeared or split; measurements add up around loops of frames"),
         Preset("phase", {"denoiser": {"plugin": "none"}, "correlator": {"plugin": "phase", "window": "tukey"},
                          "estimator": {"plugin": "upsampled-dft", "upsample_factor": 100}},
                "Phase correlation → upsampled DFT"),

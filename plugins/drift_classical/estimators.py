@@ -68,7 +68,7 @@ class MapEstimator:
         c0 = float(data[by, bx])
         curv = abs(float(data[(by - 1) % h, bx] + data[(by + 1) % h, bx]) - 2 * c0) + \
             abs(float(data[by, (bx - 1) % w] + data[by, (bx + 1) % w]) - 2 * c0)
-        tolerance = self.AMBIGUITY * max(value_std, 0.0) + 0.125 * curv
+        tolerance = self.AMBIGUITY * max(value_std, 0.0) + 0.125 * curv + self.RELATIVE_AMBIGUITY * abs(c0)
         threshold = c0 - tolerance
         ys, xs = np.nonzero(masked >= threshold)
         if len(ys) <= 1:
@@ -87,6 +87,7 @@ class MapEstimator:
         return int(ys[k]), int(xs[k])
 
     AMBIGUITY = 3.0
+    RELATIVE_AMBIGUITY = 0.0  # a fraction of the peak's height that lattice peaks may differ by (distorted scans)
 
     # -- the estimate ----------------------------------------------------------
     def estimate(self, cmap: CorrelationMap) -> Shift:
@@ -203,6 +204,85 @@ class Centroid(MapEstimator):
             k = np.arange(-r, r + 1)
             d += [float((patch.sum(axis=1) * k).sum() / total), float((patch.sum(axis=0) * k).sum() / total)]
         return d
+
+
+class SymmetryCenter(MapEstimator):
+    """Centre of symmetry of the correlation peak: a centroid over a disk that follows the peak.
+
+    When the scan vibrates, each line of a frame lands a little off, so the correlation of two frames is the
+    specimen's autocorrelation spread over the distribution of line-to-line displacement differences: a broad,
+    flat-topped or split peak whose highest point is decided by the noise.  Its centre of symmetry is the mean
+    displacement, which adds up around any loop of frames — so first-frame, frame-to-frame and all-pairs
+    measurements agree.  The centroid of the map (minus its minimum on the disk) over a disk of ``radius_px`` is
+    iterated with the disk centred on the last estimate; the fixed point is the point about which the peak is
+    symmetric.  Slower to converge and noisier than ``gauss-newton`` on a sharp peak: use it for distorted scans.
+    """
+
+    method = "symmetry-center"
+    efficiency = 1.0  # measured: 1.2–1.5 × the bound on sharp peaks, like the Newton refinement's sigma
+    floor_px = 0.004
+    # a vibrating scan smears each lattice peak of the map differently: heights differ by ~10 %, so peaks within
+    # 15 % of the highest count as the same and the one nearest zero shift wins
+    RELATIVE_AMBIGUITY = 0.15
+
+    def __init__(self, *, radius_px: float = 8.0, iterations: int = 200, **kw):
+        super().__init__(**kw)
+        self.radius = float(radius_px)
+        self.iterations = iterations
+
+    def subpixel(self, cmap, peak):
+        from scipy import ndimage
+
+        r = self.disk_radius(cmap.data, peak)
+        pad = int(math.ceil(r)) + 4  # room for the disk to wander a few pixels plus the spline's support
+        ys = (np.arange(-pad, pad + 1) + peak[0]) % cmap.data.shape[0]
+        xs = (np.arange(-pad, pad + 1) + peak[1]) % cmap.data.shape[1]
+        patch = ndimage.spline_filter(cmap.data[np.ix_(ys, xs)].astype(np.float64), order=3, mode="mirror")
+        k = np.arange(-math.floor(r), math.floor(r) + 1, dtype=float)
+        ty, tx = np.meshgrid(k, k, indexing="ij")
+        inside = ty ** 2 + tx ** 2 <= r * r
+        ty, tx = ty[inside], tx[inside]
+        c = np.zeros(2)  # offset from the integer peak
+        for _ in range(self.iterations):
+            coords = np.stack([ty + c[0] + pad, tx + c[1] + pad])
+            v = ndimage.map_coordinates(patch, coords, order=3, mode="mirror", prefilter=False)
+            v -= v.min()
+            total = v.sum()
+            if total <= 0:
+                break
+            step = np.array([(v * ty).sum(), (v * tx).sum()]) / total
+            c = np.clip(c + step, -4.0, 4.0)
+            if abs(step[0]) + abs(step[1]) < 1e-4:
+                break
+        return np.array(peak, float) - cmap.center + c
+
+    VALLEY_FRACTION = 0.8
+
+    def disk_radius(self, data: np.ndarray, peak) -> float:
+        """``radius_px``, or less on a fine lattice: 0.8 × the distance to the nearest deep valley of the map.
+
+        A disk reaching into the neighbouring lattice peaks would pull the centroid towards the points halfway
+        between them, which are centres of symmetry too.  A valley (local minimum below the halfway level between
+        the peak and the map's median around it) lies about half a lattice period away; the saddle between the
+        two humps of a split peak is no local minimum, so it does not shrink the disk.
+        """
+        n = int(math.ceil(self.radius / self.VALLEY_FRACTION)) + 2
+        ys = (np.arange(-n - 1, n + 2) + peak[0]) % data.shape[0]
+        xs = (np.arange(-n - 1, n + 2) + peak[1]) % data.shape[1]
+        box = data[np.ix_(ys, xs)]
+        inner = box[1:-1, 1:-1]
+        low = np.ones(inner.shape, bool)
+        for oy in (0, 1, 2):
+            for ox in (0, 1, 2):
+                if oy != 1 or ox != 1:
+                    low &= inner <= box[oy:oy + inner.shape[0], ox:ox + inner.shape[1]]
+        top = float(inner[n, n])
+        low &= inner < top - 0.5 * (top - float(np.median(inner)))
+        if not low.any():
+            return self.radius
+        yy, xx = np.nonzero(low)
+        nearest = float(np.sqrt(np.min((yy - n) ** 2 + (xx - n) ** 2)))
+        return float(np.clip(self.VALLEY_FRACTION * nearest, 2.0, self.radius))
 
 
 class UpsampledDFT(MapEstimator):

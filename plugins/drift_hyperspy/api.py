@@ -108,7 +108,8 @@ def _record(result: Shifts, mode: str, order: int, pixel_nm: float) -> dict:
             "reference": result.reference, "mode": mode, "order": order, "version": drift_framework.__version__,
             "sign_convention": "frame_i[y, x] ≈ frame_0[y − dy, x − dx]",
             "shifts_px": result.shifts.tolist(), "sigma_px": result.sigma.tolist(),
-            "confidence": result.confidence.tolist(), "pixel_size_nm": pixel_nm}
+            "confidence": result.confidence.tolist(), "pixel_size_nm": pixel_nm,
+            "closure_px": result.closure_px, "pair_sigma_px": result.pair_sigma_px}
 
 
 def shifts_signal(result: Shifts, like):

@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from .api import correct_signal
+    from .positions import closure_hint
     from .source import load_images, pixel_size_nm
 
     signal = load_images(args.input, lazy=args.lazy)
@@ -44,5 +45,10 @@ def run(args) -> int:
     worst = max((r["sigma_px"] for r in rows), default=math.nan)
     print(f"{len(rows)} frames, drift span {span[0]:.2f} × {span[1]:.2f} px, largest sigma {worst:.3f} px "
           f"({args.reference}, {args.pipeline})")
+    if math.isfinite(record.closure_px):
+        print(f"loop closure of the pair measurements: {record.closure_px:.3f} px RMS")
+    hint = closure_hint(record.closure_px, record.pair_sigma_px)
+    if hint:
+        print(f"note: {hint}")
     print(f"written: {out} and {csv_path}")
     return 0

@@ -29,6 +29,8 @@ class Shifts:
     reference: str
     pipeline: object
     pairs: list = field(default_factory=list)
+    closure_px: float = math.nan  # all-pairs: RMS of the measurements' disagreement with the solved positions
+    pair_sigma_px: float = math.nan  # all-pairs: median 1-σ of one pair measurement (what noise explains)
 
     def as_rows(self, pixel_size_nm: float = math.nan) -> list[dict]:
         return [{"frame": i, "dy_px": float(d[0]), "dx_px": float(d[1]), "sigma_px": float(s),
@@ -105,7 +107,9 @@ def measure(frames, n: int, pairs, spec, *, scheduler: str | None = None, progre
 def solve_positions(n: int, pairs, measured: np.ndarray, *, iterations: int = 8, huber: float = 2.0):
     """Positions (n, 2) with frame 0 at zero from pair measurements ``d_j − d_i``, robust weighted least squares.
 
-    Returns ``(positions, sigma)``: sigma from the weighted normal equations (radial, px).
+    Returns ``(positions, sigma, closure)``: sigma from the weighted normal equations (radial, px); closure is the
+    RMS length of the residuals ``measured − (d_j − d_i)`` (px), how far the measurements fail to add up around
+    loops of frames.
     """
     a = np.zeros((len(pairs), n))
     for k, (i, j) in enumerate(pairs):
@@ -124,7 +128,8 @@ def solve_positions(n: int, pairs, measured: np.ndarray, *, iterations: int = 8,
     cov = np.linalg.inv(normal)
     positions = np.vstack([np.zeros((1, 2)), x])
     sigma = np.concatenate([[0.0], np.sqrt(2 * np.diag(cov))])
-    return positions, sigma
+    closure = float(np.sqrt(np.mean(np.sum((a @ x - y) ** 2, axis=1))))
+    return positions, sigma, closure
 
 
 def estimate_shifts(frames, n: int, pipeline="classical", *, reference: str = "first", max_gap: int | None = None,
@@ -148,10 +153,22 @@ def estimate_shifts(frames, n: int, pipeline="classical", *, reference: str = "f
         sigma = np.concatenate([[0.0], np.sqrt(np.cumsum(m[:, 2] ** 2))])
         conf[1:] = np.minimum.accumulate(m[:, 3])
     else:
-        pos, sigma = solve_positions(n, pairs, m)
+        pos, sigma, closure = solve_positions(n, pairs, m)
         for j in range(1, n):
             conf[j] = max(m[k, 3] for k, (a, b) in enumerate(pairs) if j in (a, b))
+        return Shifts(pos, sigma, conf, reference, pipeline, pairs, closure, float(np.median(m[:, 2])))
     return Shifts(pos, sigma, conf, reference, pipeline, pairs)
+
+
+def closure_hint(closure_px: float, pair_sigma_px: float) -> str | None:
+    """A hint when all-pairs measurements do not add up around loops (a distorted scan, not noise)."""
+    if not math.isfinite(closure_px):
+        return None
+    expected = pair_sigma_px if math.isfinite(pair_sigma_px) else 0.0
+    if closure_px < max(0.2, 3 * expected):
+        return None
+    return (f"the pair measurements disagree by {closure_px:.2f} px RMS around loops of frames (noise explains "
+            f"~{expected:.2f} px): the scan is probably distorted (vibration, line jitter); try --pipeline distorted")
 
 
 def output_grid(shape, shifts: np.ndarray, mode: str) -> tuple[np.ndarray, tuple[int, int]]:

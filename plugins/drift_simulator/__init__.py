@@ -1,7 +1,7 @@
 """drift_simulator: the virtual microscope (built-in plugin).
 
 Provides the frame source ``simulator`` (a drifting crystal under a Gaussian
-probe, with detector noise, background and scan jitter, ground truth in
+probe, with detector noise, background, scan jitter and vibration, ground truth in
 ``Frame.meta``, and a pair generator with Cramér–Rao bounds) and the actuators
 ``simulated-stage`` and ``simulated-beam-shift`` that share its state.
 """
@@ -66,6 +66,10 @@ SOURCE_PARAMS = {
         "amplitude": Param("float", 0.0, "Peak amplitude (atom peak = 1)", ge=0),
         "scale_px": Param("float", 200.0, "Wavelength", gt=0)}),
     "scan_jitter_px": Param("float", 0.0, "Std of the x offset of each scan line", ge=0),
+    "vibration": Param("mapping", None, "Vibration of the specimen against the probe, felt pixel by pixel "
+                                        "during the scan (smears and splits correlation peaks)", fields={
+        "amplitude_px": Param("vector", [0.0, 0.0], "(ay, ax): amplitude along y and x, px", length=2),
+        "frequency_hz": Param("float", 50.0, "Frequency", gt=0)}),
     "drift": Param("list", [], "Drift models, summed", item=Param("mapping", variants=_DRIFT)),
     "dwell_us": Param("float", 2.0, "Pixel dwell time, µs", gt=0),
     "flyback_us": Param("float", 0.0, "Line fly-back time, µs", ge=0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
 
 from drift_framework.types import Frame, Pair
 
@@ -48,6 +49,9 @@ class VirtualMicroscope:
         self.drift = build_drift(params["drift"], self.frame_time_s, self.rng)
         self.background = background(self.shape, params["background"]["amplitude"],
                                      params["background"]["scale_px"], self.rng)
+        # drawn only when there is a vibration, so the random stream of every other simulation stays as it was
+        self.vibration_phase = float(self.rng.uniform(0, 2 * np.pi)) if any(params["vibration"]["amplitude_px"]) \
+            else 0.0
         self.actuators: list = []
         self.drift0 = np.zeros(2)
         self.index = 0
@@ -100,7 +104,7 @@ class VirtualMicroscope:
         drift = drift - self.drift0
         fov = self.fov_px(t_mid)
         offset = drift - fov
-        clean = self.clean(self.specimen, self.origin0 - offset - self.drift0)
+        clean, vibration = self.scan(self.origin0 - offset - self.drift0, self.shape, self.time_s)
         if self.p["scan_jitter_px"] > 0:
             clean = self._jitter_rows(clean)
         if self.p["background"]["amplitude"]:
@@ -109,7 +113,7 @@ class VirtualMicroscope:
         frame = Frame(data=np.asarray(noisy, np.float32), index=self.index, time_s=t_end,
                       pixel_size_nm=self.pixel_size_nm,
                       meta={"true_offset_px": offset, "true_drift_px": drift, "fov_px": fov,
-                            "source": "simulator", **info})
+                            "vibration_mean_px": vibration, "source": "simulator", **info})
         self.index += 1
         self.time_s = t_end
         return frame
@@ -129,13 +133,35 @@ class VirtualMicroscope:
         drift = self.drift(t_mid) - self.drift0
         fov = self.fov_px(t_mid)
         offset = drift - fov
-        clean = self.clean(self.specimen, self.origin0 - offset - self.drift0 + np.array([y0, x0]), (h, w))
+        clean, vibration = self.scan(self.origin0 - offset - self.drift0 + np.array([y0, x0]), (h, w), self.time_s)
         noisy, info = add_noise(clean, self.p["noise"], self.rng)
         self.time_s = t_end
         return Frame(data=np.asarray(noisy, np.float32), index=self.index, time_s=t_end,
                      pixel_size_nm=self.pixel_size_nm,
                      meta={"true_offset_px": offset, "true_drift_px": drift, "fov_px": fov, "source": "simulator",
-                           "region": (y0, x0, h, w), **info})
+                           "vibration_mean_px": vibration, "region": (y0, x0, h, w), **info})
+
+    def scan(self, origin, shape, t_start: float) -> tuple[np.ndarray, np.ndarray]:
+        """Noiseless scan of ``shape`` pixels from specimen point ``origin``, started at ``t_start``.
+
+        A vibration moves the content by ``u(t) = a·sin(2πft + φ)`` while the probe scans, pixel by pixel (row
+        after row, ``dwell_us`` per pixel, ``flyback_us`` per line): the frame is rendered with a margin and
+        resampled (cubic spline) where each pixel saw the specimen.  Also returns the mean of ``u`` over the
+        pixels, the rigid part of the vibration in this scan (px).
+        """
+        amplitude = np.asarray(self.p["vibration"]["amplitude_px"], float)
+        if not amplitude.any():
+            return self.clean(self.specimen, origin, shape), np.zeros(2)
+        h, w = shape
+        margin = int(np.ceil(np.abs(amplitude).max())) + 3
+        big = self.clean(self.specimen, np.asarray(origin, float) - margin, (h + 2 * margin, w + 2 * margin))
+        dwell, flyback = self.p["dwell_us"] * 1e-6, self.p["flyback_us"] * 1e-6
+        t = t_start + np.arange(h)[:, None] * (w * dwell + flyback) + (np.arange(w)[None, :] + 0.5) * dwell
+        wave = np.sin(2 * np.pi * self.p["vibration"]["frequency_hz"] * t + self.vibration_phase)
+        rows = np.arange(h)[:, None] + margin - amplitude[0] * wave  # content moved by +u: pixel sees point − u
+        cols = np.arange(w)[None, :] + margin - amplitude[1] * wave
+        image = ndimage.map_coordinates(big, [rows, cols], order=3, mode="nearest").astype(np.float32)
+        return image, amplitude * float(wave.mean())
 
     def _jitter_rows(self, image: np.ndarray) -> np.ndarray:
         # Each scan line lands a little off in x: shift rows by linear interpolation along x.
