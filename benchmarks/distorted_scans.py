@@ -1,13 +1,13 @@
 """Reference modes on distorted scans: do first-frame, frame-to-frame and all-pairs measurements agree?
 
-    python benchmarks/distorted_scans.py [--frames 10] [--seeds 3] [--real PATH] [--out docs/benchmarks]
+    python benchmarks/distorted_scans.py [--frames 6] [--seeds 5] [--real PATH] [--out docs/benchmarks]
 
 A vibration felt during the scan displaces every line of a frame differently, so the correlation of two frames
 is smeared or split into humps (the real SrTiO3 stack: two humps 3–4 px apart in y).  A rigid estimator then
 picks a hump by chance and its measurements do not add up around loops of frames; the ``distorted`` preset
 measures the peak's centre of symmetry (the mean displacement) instead.  The script measures, per pipeline:
 
-* on stacks from the simulator (512², perovskite-like dark columns 28 px apart, SNR 1, 0.8 × 2.4 px/frame of
+* on stacks from the simulator (512², perovskite-like dark columns 28 px apart, SNR 1, 0.6 × 1.8 px/frame of
   drift) with and without a vibration like the real stack's (2 px along y, 0.7 px along x, 4.7 scan lines per
   period): the error of each reference mode against the truth (drift plus the frame's mean vibration
   displacement), the largest disagreement between modes and the all-pairs loop closure;
@@ -38,7 +38,7 @@ def simulated_stack(frames: int, seed: int, vibration: bool) -> tuple[np.ndarray
     source = pair_source(
         "simulator", lattice="perovskite", spacing_px=[28.0], rotation_deg=[38.0], shape=[512, 512],
         contrast="dark", noise={"kind": "gaussian", "snr": 1.0},
-        drift=[{"kind": "linear", "velocity_px_per_frame": [-0.8, 2.4]}],
+        drift=[{"kind": "linear", "velocity_px_per_frame": [-0.6, 1.8]}],
         vibration={"amplitude_px": [2.0, 0.7] if vibration else [0.0, 0.0], "frequency_hz": 208.0}, seed=seed)
     acquired = [source.acquire() for _ in range(frames)]
     truth = np.array([f.meta["true_offset_px"] + f.meta["vibration_mean_px"] for f in acquired])
@@ -114,8 +114,8 @@ def real_rows(path: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--frames", type=int, default=10)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--frames", type=int, default=6)
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--real", type=Path, default=REAL, help="real stack (.hspy); skipped with a note if absent")
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = p.parse_args(argv)
