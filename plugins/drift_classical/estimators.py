@@ -1,6 +1,6 @@
-"""Shift estimators: integer peak, 3-point fits, centroid, upsampled DFT, and
-Newton refinement over the overlap ("gauss-newton"), which approaches the
-Cramér–Rao bound.
+"""Shift estimators: integer peak, 3-point fits, centroid, centre of symmetry,
+upsampled DFT, and Newton refinement over the overlap ("gauss-newton"), which
+approaches the Cramér–Rao bound.
 
 All estimators search the peak within ``max_shift_px`` of zero (the highest
 value in that disk), report a radial 1-σ ``sigma`` and a ``confidence``.
@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fft as sfft
+from scipy import ndimage
 
 from drift_framework.types import CorrelationMap, Shift
 
@@ -114,12 +115,12 @@ class MapEstimator:
         std = unc.ncc_value_std(cmap.reference, cmap.moving, vr, vm, n_eff)
         return std if cmap.normalized else std * cmap.meta.get("norm", 1.0)
 
-    def _finish(self, cmap, peak, d, cov=None, noise=None, value_std=None) -> Shift:
+    def _finish(self, cmap, peak, d, cov=None, noise=None, value_std=None, model_px: float = 0.0) -> Shift:
         vr, vm = noise or self._noise(cmap)
         if cov is None:
             info = unc.gradient_information(cmap.reference, cmap.moving, vr, vm)
             cov = unc.covariance(info, vr + vm, self.efficiency)
-        sigma = unc.radial_sigma(cov, self.floor_px)
+        sigma = unc.radial_sigma(cov, math.hypot(self.floor_px, model_px))
         if value_std is None:
             value_std = self._value_std(cmap, (vr, vm))
         distinct = unc.peak_distinctness(cmap.data, peak, cmap.center, self.search_mask(cmap), value_std)
@@ -224,25 +225,47 @@ class SymmetryCenter(MapEstimator):
     # a vibrating scan smears each lattice peak of the map differently: heights differ by ~10 %, so peaks within
     # 15 % of the highest count as the same and the one nearest zero shift wins
     RELATIVE_AMBIGUITY = 0.15
+    MODEL_GAIN = 3.0
 
     def __init__(self, *, radius_px: float = 8.0, iterations: int = 200, **kw):
         super().__init__(**kw)
         self.radius = float(radius_px)
         self.iterations = iterations
 
-    def subpixel(self, cmap, peak):
-        from scipy import ndimage
+    def estimate(self, cmap: CorrelationMap) -> Shift:
+        noise = self._noise(cmap)
+        vstd = self._value_std(cmap, noise)
+        peak = self.find_peak(cmap, vstd)
+        d, spread = self.center(cmap, peak)
+        vr, vm = noise
+        cov = unc.covariance(unc.gradient_information(cmap.reference, cmap.moving, vr, vm), vr + vm,
+                             self.efficiency)
+        # noise alone moves the centre between disks by about the noise sigma; only the excess is model error
+        excess = max(spread - unc.radial_sigma(cov, self.floor_px), 0.0)
+        return self._finish(cmap, peak, d, cov=cov, noise=noise, value_std=vstd, model_px=self.MODEL_GAIN * excess)
 
+    def subpixel(self, cmap, peak):
+        return self.center(cmap, peak)[0]
+
+    def center(self, cmap, peak) -> tuple[np.ndarray, float]:
+        """The centre of symmetry, and how far it moves when the disk shrinks to 0.7 × (the model error: a
+        symmetric peak has the same centre on every disk, a distorted one does not)."""
         r = self.disk_radius(cmap.data, peak)
         pad = int(math.ceil(r)) + 4  # room for the disk to wander a few pixels plus the spline's support
         ys = (np.arange(-pad, pad + 1) + peak[0]) % cmap.data.shape[0]
         xs = (np.arange(-pad, pad + 1) + peak[1]) % cmap.data.shape[1]
         patch = ndimage.spline_filter(cmap.data[np.ix_(ys, xs)].astype(np.float64), order=3, mode="mirror")
+        c = self._iterate(patch, pad, r, np.zeros(2))
+        inner = self._iterate(patch, pad, max(0.7 * r, 1.5), c)
+        return np.array(peak, float) - cmap.center + c, float(np.hypot(*(inner - c)))
+
+    def _iterate(self, patch, pad: int, r: float, c: np.ndarray) -> np.ndarray:
+        """Centroid iterations over a disk of radius ``r`` from offset ``c`` (from the integer peak) to the fixed point."""
         k = np.arange(-math.floor(r), math.floor(r) + 1, dtype=float)
         ty, tx = np.meshgrid(k, k, indexing="ij")
         inside = ty ** 2 + tx ** 2 <= r * r
         ty, tx = ty[inside], tx[inside]
-        c = np.zeros(2)  # offset from the integer peak
+        c = c.copy()
         for _ in range(self.iterations):
             coords = np.stack([ty + c[0] + pad, tx + c[1] + pad])
             v = ndimage.map_coordinates(patch, coords, order=3, mode="mirror", prefilter=False)
@@ -254,7 +277,7 @@ class SymmetryCenter(MapEstimator):
             c = np.clip(c + step, -4.0, 4.0)
             if abs(step[0]) + abs(step[1]) < 1e-4:
                 break
-        return np.array(peak, float) - cmap.center + c
+        return c
 
     VALLEY_FRACTION = 0.8
 

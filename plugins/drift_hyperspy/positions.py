@@ -107,7 +107,8 @@ def measure(frames, n: int, pairs, spec, *, scheduler: str | None = None, progre
 def solve_positions(n: int, pairs, measured: np.ndarray, *, iterations: int = 8, huber: float = 2.0):
     """Positions (n, 2) with frame 0 at zero from pair measurements ``d_j − d_i``, robust weighted least squares.
 
-    Returns ``(positions, sigma, closure)``: sigma from the weighted normal equations (radial, px); closure is the
+    Returns ``(positions, sigma, closure)``: sigma from the weighted normal equations (radial, px), widened by the
+    Birge ratio when the residuals exceed the measurements' sigmas; closure is the
     RMS length of the residuals ``measured − (d_j − d_i)`` (px), how far the measurements fail to add up around
     loops of frames.
     """
@@ -126,9 +127,16 @@ def solve_positions(n: int, pairs, measured: np.ndarray, *, iterations: int = 8,
         r = np.hypot(*(a @ x - y).T) / sig
         w = np.minimum(1.0, huber / np.maximum(r, 1e-12))
     cov = np.linalg.inv(normal)
+    residual = a @ x - y
+    # Birge ratio: when the measurements scatter more than their sigmas say (a distorted scan), widen the
+    # positions' sigma by it rather than report a precision the data do not have
+    dof = 2 * (len(pairs) - (n - 1))
+    if dof > 0:
+        chi2 = float(np.sum(weights[:, None] * residual ** 2))
+        cov = cov * max(1.0, chi2 / dof)
     positions = np.vstack([np.zeros((1, 2)), x])
     sigma = np.concatenate([[0.0], np.sqrt(2 * np.diag(cov))])
-    closure = float(np.sqrt(np.mean(np.sum((a @ x - y) ** 2, axis=1))))
+    closure = float(np.sqrt(np.mean(np.sum(residual ** 2, axis=1))))
     return positions, sigma, closure
 
 
