@@ -294,11 +294,7 @@ class SymmetryCenter(MapEstimator):
         xs = (np.arange(-n - 1, n + 2) + peak[1]) % data.shape[1]
         box = data[np.ix_(ys, xs)]
         inner = box[1:-1, 1:-1]
-        low = np.ones(inner.shape, bool)
-        for oy in (0, 1, 2):
-            for ox in (0, 1, 2):
-                if oy != 1 or ox != 1:
-                    low &= inner <= box[oy:oy + inner.shape[0], ox:ox + inner.shape[1]]
+        low = unc.local_maxima(-box)  # local minima
         top = float(inner[n, n])
         low &= inner < top - 0.5 * (top - float(np.median(inner)))
         if not low.any():

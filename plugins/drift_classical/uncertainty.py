@@ -51,6 +51,17 @@ def radial_sigma(cov: np.ndarray, floor_px: float = 0.0) -> float:
     return float(math.sqrt(max(np.trace(cov), 0.0) + floor_px ** 2))
 
 
+def local_maxima(box: np.ndarray) -> np.ndarray:
+    """Mask of the interior of ``box`` (one pixel in from each edge) holding values ≥ all 8 neighbours."""
+    inner = box[1:-1, 1:-1]
+    local = np.ones(inner.shape, bool)
+    for oy in (0, 1, 2):
+        for ox in (0, 1, 2):
+            if oy != 1 or ox != 1:
+                local &= inner >= box[oy:oy + inner.shape[0], ox:ox + inner.shape[1]]
+    return local
+
+
 def peak_distinctness(cmap_data: np.ndarray, peak, center, search_mask: np.ndarray | None,
                       value_std: float) -> float:
     """Probability that the chosen peak beats every competing local maximum nearer zero shift.
@@ -70,11 +81,7 @@ def peak_distinctness(cmap_data: np.ndarray, peak, center, search_mask: np.ndarr
     xs = np.arange(center[1] - r - 1, center[1] + r + 2) % w
     box = cmap_data[np.ix_(ys, xs)]
     inner = box[1:-1, 1:-1]
-    local = np.ones(inner.shape, bool)
-    for oy in (0, 1, 2):
-        for ox in (0, 1, 2):
-            if oy != 1 or ox != 1:
-                local &= inner >= box[oy:oy + inner.shape[0], ox:ox + inner.shape[1]]
+    local = local_maxima(box)
     yy = (np.arange(-r, r + 1))[:, None]
     xx = (np.arange(-r, r + 1))[None, :]
     local &= yy ** 2 + xx ** 2 <= r2
