@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from drift_framework.bench.report import markdown_table, write_table
+from drift_bench.report import markdown_table, write_table
 
 VARIANTS = {
     "shipped: DCNN denoiser → NCC → regressor": "plugins/drift_dcnn/weights/regressor.json",

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drift_framework.bench.pairs import pair_source
-from drift_framework.bench.report import markdown_table, write_table
+from drift_bench.pairs import pair_source
+from drift_bench.report import markdown_table, write_table
 
 PIPELINES = ("classical", "distorted", "skimage-none")
 MODES = ("first", "previous", "all-pairs")

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 
-from drift_framework.bench.pairs import pair_source
-from drift_framework.bench.report import markdown_table, write_table
+from drift_bench.pairs import pair_source
+from drift_bench.report import markdown_table, write_table
 
 
 def stack(frames: int, size: int, snr: float, seed: int):

@@ -2,14 +2,14 @@
 
     python benchmarks/long_run.py [--frames 10000] [--size 64]
 
-(``drift bench faults --long`` runs the same check and records it in docs/reliability.md.)
+(``make reliability`` runs the same check and records it in docs/reliability.md.)
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from drift_framework.bench.faults.longrun import long_run
+from reliability.longrun import long_run
 
 
 def main(argv=None) -> int:

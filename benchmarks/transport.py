@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from drift_framework.bench.report import markdown_table, write_table
+from drift_bench.report import markdown_table, write_table
 from drift_framework.types import Frame
 
 

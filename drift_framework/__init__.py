@@ -17,12 +17,15 @@ from .types import (REQUIRED, BuildContext, Component, CorrelationMap, Frame, Fr
                     Preset, Shift, Trainer)
 from .recipe import Recipe, RecipeError, load_recipe  # noqa: E402
 from .registry import RegistryError, get_registry  # noqa: E402
-from .pipeline import Pipeline, load_pipeline  # noqa: E402
-from .loop import RunSummary, run  # noqa: E402
+from .pipeline import Pipeline  # noqa: E402
+from .assembly import load_pipeline  # noqa: E402
+from .steps import Status, Step  # noqa: E402
+from .summary import RunSummary  # noqa: E402
+from .loop import run  # noqa: E402
 from .store import read_run  # noqa: E402
 
 __all__ = [
     "__version__", "hookimpl", "Frame", "Shift", "CorrelationMap", "Component", "Param", "Preset", "REQUIRED",
     "BuildContext", "Trainer", "FrameError", "Recipe", "RecipeError", "load_recipe", "RegistryError", "get_registry",
-    "Pipeline", "load_pipeline", "run", "RunSummary", "read_run",
+    "Pipeline", "load_pipeline", "run", "RunSummary", "Status", "Step", "read_run",
 ]

@@ -18,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .assembly import build_run_components, close_component
+from .limits import Limits
 from .types import FrameError
 
-__all__ = ["Calibration", "calibrate", "fit_calibration", "read_calibration", "write_calibration", "step_pattern"]
+__all__ = ["Calibration", "calibrate", "calibration_matrix", "fit_calibration", "read_calibration",
+           "write_calibration", "step_pattern"]
 
 
 @dataclass
@@ -92,11 +95,9 @@ def calibrate(recipe, *, steps: int = 12, step: float | None = None, radius: flo
     ``step`` (actuator units) defaults to 2 px worth when the actuator works in nm and the frames carry a pixel
     size, else a quarter of ``limits.max_step``; ``radius`` defaults to 4 steps.
     """
-    from .loop import Limits, _build, _close
-
     if recipe.actuator is None:
         raise ValueError("the recipe has no actuator to calibrate")
-    source, pipeline, controller, actuator = _build(recipe)
+    source, pipeline, controller, actuator = build_run_components(recipe)
     limits = Limits(**recipe.limits)
     try:
         previous = source.acquire()
@@ -125,8 +126,21 @@ def calibrate(recipe, *, steps: int = 12, step: float | None = None, radius: flo
                 progress(i + 1, len(moves))
     finally:
         for component in (actuator, controller, source):
-            _close(component)
+            close_component(component)
     return fit_calibration(positions, offsets, times, units=getattr(actuator, "units", ""))
+
+
+def calibration_matrix(recipe, actuator) -> np.ndarray:
+    """The 2×2 px → actuator-units matrix the engine uses: the recipe's calibration, else the actuator's own."""
+    cal = recipe.calibration or {}
+    if cal.get("file"):
+        return read_calibration(Path(recipe.directory) / cal["file"])
+    if cal.get("matrix") is not None:
+        return np.asarray(cal["matrix"], float)
+    if cal.get("scale") is not None:
+        t = math.radians(cal.get("rotation_deg") or 0.0)
+        return cal["scale"] * np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    return np.asarray(actuator.calibration, float)
 
 
 def write_calibration(cal: Calibration, path) -> Path:

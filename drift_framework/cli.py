@@ -65,22 +65,19 @@ def _print_summary(summary) -> None:
 
 
 def _cmd_validate(args) -> int:
-    from .loop import _build, _close
-    from .pipeline import build_component
+    from .assembly import build_component, build_run_components, close_component
     from .recipe import load_recipe, load_train_recipe
 
     if args.trainer:
         recipe, _ = load_train_recipe(args.recipe, args.trainer)
         if not args.no_build:
-            _close(build_component(recipe.source))
+            close_component(build_component(recipe.source))
         print(f"{args.recipe}: ok (training recipe for {args.trainer}: source {recipe.source.plugin})")
         return 0
     recipe = load_recipe(args.recipe)
     if not args.no_build:
-        parts = _build(recipe)
-        for part in parts:
-            if part is not None:
-                _close(part)
+        for part in build_run_components(recipe):
+            close_component(part)
     print(f"{args.recipe}: ok ({recipe.name}: {recipe.source.plugin if recipe.source else '-'} → "
           f"{' → '.join(s.plugin for s in recipe.pipeline.values())} → {recipe.controller.plugin}"
           f"{' → ' + recipe.actuator.plugin if recipe.actuator else ''})")
@@ -201,13 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    from . import bench
-    from .bench import compare
     from .registry import plugin_manager
 
-    bench.add_parser(sub)
-    compare.add_parser(sub)
-    plugin_manager().hook.drift_commands(subparsers=sub)
+    plugin_manager().hook.drift_commands(subparsers=sub)  # drift correct, serve, bench, compare … (plugins)
     return parser
 
 

@@ -1,121 +1,46 @@
 """The closed-loop engine: acquire → estimate → control → actuate → record.
 
-What to do comes from the recipe; this module only runs it.  The engine owns
-the safety rules: every actuator command is clipped to the recipe's limits
-(largest step, total travel), estimates that fail the confidence/uncertainty
-gates never move the actuator, too many bad estimates in a row stop the run,
-and Ctrl-C stops after the current step with the run file closed.
+What to do comes from the recipe; this module only runs it.  The engine owns the safety rules: every actuator
+command is clipped to the recipe's limits (:mod:`~drift_framework.limits`) and journaled before it is sent,
+estimates that fail the confidence/uncertainty gates never move the actuator, bad estimates in a row pause
+corrections and, if they go on, stop the run (:mod:`~drift_framework.policy`), and Ctrl-C stops after the current
+step with the run file closed.
 """
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from . import __version__
-from .pipeline import MIN_SIZE, Pipeline, build_component, check_image
+from .assembly import build_run_components, close_component
+from .calibration import calibration_matrix
+from .limits import Limits
+from .pipeline import Pipeline, check_image
+from .policy import Actuation, CorrectionSchedule, ReferenceStrategy, Suspender
 from .recipe import Recipe, load_recipe
-from .registry import get_registry
-from .store import RunWriter
-from .types import BuildContext, Frame, FrameError, Shift, SourceExhausted
+from .registry import get_registry, plugin_versions
+from .settings import RunSettings, TrackingRegion
+from .steps import Status, Step
+from .store import RunWriter, is_image, storable
+from .summary import WARMUP_FRAMES, RunSummary, RunTally
+from .types import Frame, FrameError, RegionSource, SourceExhausted
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run", "Step", "RunContext", "RunSummary", "Limits", "calibration_matrix", "WARMUP_FRAMES"]
-
-WARMUP_FRAMES = 10
-
-
-@dataclass
-class Limits:
-    """Hard limits on actuator commands, in actuator units."""
-
-    max_step: float
-    travel: float
-
-    def clip(self, command: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Clip ``command`` so the step and the resulting position stay inside the limits."""
-        cmd = np.nan_to_num(np.asarray(command, float), nan=0.0, posinf=0.0, neginf=0.0)
-        clipped = not np.all(np.isfinite(command))
-        cmd = np.clip(cmd, -1e12, 1e12)  # keeps the norm finite
-        norm = float(np.hypot(*cmd))
-        if norm > self.max_step:
-            cmd = cmd * (self.max_step / norm)
-            clipped = True
-        target = np.clip(position + cmd, -self.travel, self.travel)
-        if np.any(np.abs(target - (position + cmd)) > 0):
-            clipped = True
-        cmd = target - position
-        # Rounding must never push a step past the limit.
-        norm = float(np.hypot(*cmd))
-        if norm > self.max_step:
-            cmd = cmd * (self.max_step / norm) * (1 - 1e-12)
-        return cmd, clipped
-
-
-@dataclass
-class Step:
-    """One recorded step (what observers receive)."""
-
-    index: int
-    time_s: float
-    status: int
-    shift: Shift | None = None
-    offset: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
-    fov: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    command: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    requested: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    clipped: bool = False
-    true_offset: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
-    true_drift: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
-    step_seconds: float = float("nan")
-    message: str = ""
-    region: bool = False
-
-    def row(self) -> dict:
-        s = self.shift
-        return {
-            "index": self.index, "time_s": self.time_s, "status": self.status,
-            "shift": (s.dy, s.dx) if s else (np.nan, np.nan),
-            "sigma": s.sigma if s else np.nan, "confidence": s.confidence if s else np.nan,
-            "offset": self.offset, "fov": self.fov, "command": self.command, "requested": self.requested,
-            "clipped": int(self.clipped), "true_offset": self.true_offset, "true_drift": self.true_drift,
-            "step_seconds": self.step_seconds, "region": int(self.region),
-        }
-
-
-@dataclass
-class RunSummary:
-    """What a finished run reports (also stored in the run file)."""
-
-    name: str
-    output: str
-    steps: int
-    corrected: int
-    skipped: int
-    clipped: int
-    stop_reason: str
-    duration_s: float
-    pauses: int = 0
-    residual_rms_px: float = float("nan")
-    uncorrected_rms_px: float = float("nan")
-    measurement_rmse_px: float = float("nan")
-    warmup_frames: int = WARMUP_FRAMES
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
+__all__ = ["run", "Engine", "RunContext", "RunSummary", "Step", "Status", "WARMUP_FRAMES"]
 
 
 class RunContext:
     """The state of a run that observers can see; ``request_stop`` ends it after the current step."""
 
-    def __init__(self, recipe: Recipe, output: Path, source, pipeline: Pipeline, controller, actuator):
+    def __init__(self, recipe: Recipe, output: Path, source: Any, pipeline: Pipeline, controller: Any,
+                 actuator: Any):
         self.recipe, self.output = recipe, output
         self.source, self.pipeline, self.controller, self.actuator = source, pipeline, controller, actuator
         self.stop_reason: str | None = None
@@ -125,95 +50,31 @@ class RunContext:
             self.stop_reason = reason
 
 
-def calibration_matrix(recipe: Recipe, actuator) -> np.ndarray:
-    """The 2×2 px → actuator-units matrix: the recipe's calibration, else the actuator's own."""
-    cal = recipe.calibration or {}
-    if cal.get("file"):
-        from .calibration import read_calibration  # noqa: PLC0415 (only when asked)
-        return read_calibration(Path(recipe.directory) / cal["file"])
-    if cal.get("matrix") is not None:
-        return np.asarray(cal["matrix"], float)
-    if cal.get("scale") is not None:
-        t = math.radians(cal.get("rotation_deg") or 0.0)
-        return cal["scale"] * np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    return np.asarray(getattr(actuator, "calibration"), float)
-
-
-def _vec(meta: dict, key: str) -> np.ndarray:
-    v = meta.get(key)
-    return np.asarray(v, float) if v is not None else np.full(2, np.nan)
-
-
 class _Interrupt:
     """First Ctrl-C: stop after the current step.  Second: stop now."""
 
     def __init__(self, ctx: RunContext):
-        self.ctx, self.previous = ctx, None
+        self.ctx: RunContext = ctx
+        self.previous: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> "_Interrupt":
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: Any) -> None:
         if self.ctx.stop_reason == "interrupted (Ctrl-C)":
             raise KeyboardInterrupt
         self.ctx.request_stop("interrupted (Ctrl-C)")
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def build_hardware(recipe: Recipe):
-    """The recipe's frame source and actuator (None without one); the actuator may share the source's state."""
-    ctx = BuildContext(recipe_dir=recipe.directory, extra={"seed": recipe.run.get("seed")})
-    source = build_component(recipe.source, ctx)
-    ctx.source = source
-    try:
-        actuator = build_component(recipe.actuator, ctx) if recipe.actuator else None
-    except BaseException:
-        _close(source)
-        raise
-    return source, actuator, ctx
-
-
-def _build(recipe: Recipe, source=None, actuator=None):
-    if source is None:
-        source, actuator, ctx = build_hardware(recipe)
-    else:
-        ctx = BuildContext(source=source, recipe_dir=recipe.directory, extra={"seed": recipe.run.get("seed")})
-        if actuator is None and recipe.actuator:
-            actuator = build_component(recipe.actuator, ctx)
-    try:
-        parts = {k: build_component(s, ctx) for k, s in recipe.pipeline.items()}
-        pipeline = Pipeline(parts["denoiser"], parts["correlator"], parts["estimator"], name=recipe.name,
-                            specs=recipe.pipeline)
-        controller = build_component(recipe.controller, ctx)
-    except BaseException:
-        _close(actuator)
-        _close(source)
-        raise
-    return source, pipeline, controller, actuator
-
-
-def _close(component) -> None:
-    close = getattr(component, "close", None)
-    if close is not None:
-        close()
-
-
-def _versions() -> dict:
-    reg = get_registry()
-    out = {"drift_framework": __version__}
-    for plugin, package in reg.packages.items():
-        mod = reg.plugin_manager.get_plugin(plugin)
-        out[package] = getattr(mod, "__version__", "unknown")
-    return out
-
-
-def run(recipe, *, output=None, frames: int | None = None, observers=(), progress=None, source=None,
-        actuator=None) -> RunSummary:
+def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers: Sequence[object] = (),
+        progress: Callable[[Step], None] | None = None, source: Any = None, actuator: Any = None,
+        pipeline: Pipeline | None = None) -> RunSummary:
     """Run a closed-loop correction described by a recipe.
 
     Parameters
@@ -234,6 +95,8 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
         wrapper around one); the recipe's actuator is built with it as its context unless ``actuator`` is given.
     actuator : object with ``move_by()``, optional
         An already-built actuator used instead of the recipe's (the recipe's ``limits`` still apply).
+    pipeline : Pipeline, optional
+        An already-built pipeline used instead of the recipe's.
 
     Returns
     -------
@@ -243,327 +106,212 @@ def run(recipe, *, output=None, frames: int | None = None, observers=(), progres
         recipe = load_recipe(recipe)
     if actuator is not None and not recipe.limits:
         raise ValueError("an actuator needs the recipe's actuator.limits: the engine never moves hardware without them")
-    settings = dict(recipe.run)
-    n_frames = frames or settings["frames"]
-    out = Path(output or settings["output"].replace("{name}", recipe.name))
+    settings = recipe.settings
+    n_frames = frames or settings.frames
+    out = Path(output or settings.output.replace("{name}", recipe.name))
     pm = get_registry().plugin_manager
-    source, pipeline, controller, actuator = _build(recipe, source, actuator)
-    ctx = RunContext(recipe, out, source, pipeline, controller, actuator)
-    limits = Limits(**recipe.limits) if actuator is not None else None
-    cal = calibration_matrix(recipe, actuator) if actuator is not None else np.eye(2)
-    cal_inv = np.linalg.inv(cal)
+    parts = build_run_components(recipe, source=source, actuator=actuator, pipeline=pipeline)
+    ctx = RunContext(recipe, out, *parts)
     registered = [pm.register(o) for o in observers]
-    writer = None
+    writer: RunWriter | None = None
     t0 = time.perf_counter()
-    tally = _Tally()
+    tally = RunTally()
     try:
-        first = source.acquire()
-        tracking = _tracking(settings.get("tracking_region"), source, np.shape(first.data))
+        cal = calibration_matrix(recipe, parts.actuator) if parts.actuator is not None else np.eye(2)
+        first = parts.source.acquire()
+        tracking = settings.tracking_region.resolve(parts.source, np.shape(first.data)) if settings.tracking_region \
+            else None
         first_image = storable(first.data)
-        if settings["save_frames"] and first_image is None:
+        if settings.save_frames and first_image is None:
             log.warning("frames are not stored: the first frame is not an image (%s)", _describe(first.data))
-        keep_frames = settings["save_frames"] and first_image is not None
-        writer = RunWriter(out, overwrite=settings["overwrite"], frame_shape=first_image.shape if keep_frames else None,
+        keep_frames = settings.save_frames and first_image is not None
+        writer = RunWriter(out, overwrite=settings.overwrite, frame_shape=first_image.shape if keep_frames else None,
                            attrs={"recipe": recipe.text, "recipe_path": str(recipe.path), "name": recipe.name,
-                                  "versions": _versions(), "pipeline": pipeline.describe(),
-                                  "calibration": cal, "pixel_size_nm": float(first.pixel_size_nm),
-                                  "warmup_frames": WARMUP_FRAMES, "schedule": _schedule(settings, tracking)})
+                                  "versions": {"drift_framework": __version__, **plugin_versions()},
+                                  "pipeline": parts.pipeline.describe(), "calibration": cal,
+                                  "pixel_size_nm": float(first.pixel_size_nm), "warmup_frames": WARMUP_FRAMES,
+                                  "schedule": settings.schedule_text(tracking)})
+        engine = Engine(settings, parts.pipeline, parts.controller, parts.actuator,
+                        Limits(**recipe.limits) if parts.actuator is not None else None, cal,
+                        journal=writer.journal)
         _notify(pm, "drift_run_started", run=ctx)
-        state = _LoopState(settings, controller, actuator, limits, cal, cal_inv)
         frame = first
         with _Interrupt(ctx):
             for i in range(n_frames):
                 if i > 0:
                     try:
-                        frame = source.acquire()
+                        frame = parts.source.acquire()
                     except SourceExhausted:
                         ctx.request_stop("completed (the source has no more frames)")
                         break
-                t_step = time.perf_counter()
-                if tracking:
-                    before = state.last_time
-                    step = state.observe(frame)
-                    frame_s = frame.time_s - before if before is not None else 0.0
-                    step.status, step.message = 6, "drift measured on the tracking region"
-                    if state.reference is None:
-                        # the region's first reference is the same region of the first usable frame, so
-                        # region offsets are offsets since that frame, like those of frames
-                        state.take_region_reference(frame, tracking)
-                else:
-                    step = state.step(frame, pipeline)
-                step.step_seconds = time.perf_counter() - t_step
-                writer.append(step.row(), storable(frame.data) if keep_frames else None)
-                tally.add(step)
-                for region_step in (_sub_scans(state, source, pipeline, tracking, frame_s) if tracking else ()):
-                    writer.append(region_step.row(), None)
-                    tally.add(region_step)
+                frame_step = None
+                for step, image in engine.frame_steps(frame, parts.source, tracking):
+                    frame_step = frame_step or step  # the frame's own step comes first, then its sub-scans
+                    writer.append(step.row(), storable(image) if keep_frames and image is not None else None)
+                    tally.add(step)
+                assert frame_step is not None
                 if progress is not None:
-                    progress(step)
-                _notify(pm, "drift_step_completed", run=ctx, step=step)
-                if state.bad_in_row >= settings["stop_after_bad"]:
-                    ctx.request_stop(f"{state.bad_in_row} bad estimates in a row (last: {step.message}); "
-                                     "check focus, dose and the pipeline")
+                    progress(frame_step)
+                _notify(pm, "drift_step_completed", run=ctx, step=frame_step)
+                if engine.suspender.bad_in_row >= settings.stop_after_bad:
+                    ctx.request_stop(f"{engine.suspender.bad_in_row} bad estimates in a row (last: "
+                                     f"{frame_step.message}); check focus, dose and the pipeline")
                 if ctx.stop_reason:
                     break
     except BaseException as exc:
         ctx.request_stop(f"error: {exc}" if not isinstance(exc, KeyboardInterrupt) else "interrupted (Ctrl-C)")
         raise
     finally:
-        summary = tally.summary(recipe, out, ctx.stop_reason or "completed", time.perf_counter() - t0)
+        summary = tally.summary(recipe.name, out, ctx.stop_reason or "completed", time.perf_counter() - t0)
         try:
             if writer is not None:
                 writer.close(summary.as_dict())
         finally:
-            for component in (actuator, controller, source):
-                _close(component)
+            for component in (parts.actuator, parts.controller, parts.source):
+                close_component(component)
             _notify(pm, "drift_run_finished", run=ctx, summary=summary)
             for name in registered:
                 pm.unregister(name=name)
     return summary
 
 
-def _sub_scans(state, source, pipeline: Pipeline, tracking: dict, frame_s: float):
-    """Acquire, measure and act on the tracking-region sub-scans between two frames; yields their steps."""
-    for k in range(tracking["per_frame"]):
-        t0 = time.perf_counter()
-        before = state.last_time
-        sub = source.acquire_region(tracking["position"], (tracking["size_px"],) * 2)
-        # aim at the middle of the next frame, after the sub-scans still to come
-        region_s = sub.time_s - before if before is not None else 0.0
-        aim = sub.time_s + (tracking["per_frame"] - 1 - k) * region_s + (frame_s + region_s) / 2
-        step = state.step(sub, pipeline, region=True, aim_time_s=aim)
-        step.step_seconds = time.perf_counter() - t0
-        yield step
+class Engine:
+    """One run's step policy: measure each frame against the reference, gate, and act through the actuation."""
 
-
-def _schedule(settings: dict, tracking: dict | None) -> str:
-    """Which correction schedule ran, in words (stored in the run file)."""
-    if tracking:
-        return (f"tracking region {tracking['size_px']} px at {tuple(int(v) for v in tracking['position'])}, "
-                f"{tracking['per_frame']} sub-scan(s) and corrections per frame")
-    parts = ["every frame" if settings["correct_every"] == 1 else f"every {settings['correct_every']} frames"]
-    if settings["correct_every_s"]:
-        parts.append(f"at most once per {settings['correct_every_s']:g} s")
-    return ", ".join(parts)
-
-
-def _tracking(spec, source, frame_shape) -> dict | None:
-    """The tracking-region schedule with its position resolved, or None; a clear error when it cannot run."""
-    if not spec:
-        return None
-    if not callable(getattr(source, "acquire_region", None)):
-        raise ValueError(f"run.tracking_region: the source {type(source).__name__} cannot acquire regions "
-                         "(it has no acquire_region method)")
-    size = spec["size_px"]
-    if len(frame_shape) != 2 or size > min(frame_shape):
-        raise ValueError(f"run.tracking_region: a {size} px region does not fit in {tuple(frame_shape)} frames")
-    position = spec["position"] or [(frame_shape[0] - size) // 2, (frame_shape[1] - size) // 2]
-    if position[0] + size > frame_shape[0] or position[1] + size > frame_shape[1]:
-        raise ValueError(f"run.tracking_region: the region at {tuple(position)} leaves the {tuple(frame_shape)} frame")
-    return {**spec, "position": tuple(position)}
-
-
-def _is_image(data) -> bool:
-    """A real 2-D array of at least ``MIN_SIZE`` pixels a side (its values are not looked at)."""
-    shape, kind = getattr(data, "shape", None), getattr(getattr(data, "dtype", None), "kind", "")
-    return shape is not None and len(shape) == 2 and kind in "fiub" and kind != "" and min(shape) >= MIN_SIZE
-
-
-def storable(data) -> np.ndarray | None:
-    """``data`` as a float32 image for the run file, or None when it is not a real 2-D image of at least
-    ``MIN_SIZE`` pixels a side (the step is then recorded without its frame)."""
-    try:
-        arr = np.asarray(data)
-    except Exception:
-        return None
-    if not _is_image(arr):
-        return None
-    with np.errstate(all="ignore"):
-        return arr.astype(np.float32)
-
-
-def _describe(data) -> str:
-    shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
-    return f"shape {shape}, dtype {dtype}" if shape is not None else type(data).__name__
-
-
-def _notify(pm, hook: str, **kwargs) -> None:
-    try:
-        getattr(pm.hook, hook)(**kwargs)
-    except Exception as exc:  # an observer must not break the run
-        log.warning("observer hook %s failed: %s", hook, exc)
-
-
-class _Tally:
-    """Running counts and sums for the summary: constant memory, however long the run."""
-
-    def __init__(self):
-        self.steps = 0
-        self.counts = {"corrected": 0, "skipped": 0, "clipped": 0, "pauses": 0}
-        self.sums = {"residual": [0.0, 0], "uncorrected": [0.0, 0], "measurement": [0.0, 0]}
-
-    def add(self, step: Step) -> None:
-        self.counts["corrected"] += step.status == 1
-        self.counts["skipped"] += step.status in (3, 4)
-        self.counts["clipped"] += bool(step.clipped)
-        self.counts["pauses"] += step.message.startswith("paused")
-        if step.region:  # the residual is that of the frames, which the tracking region keeps still
-            if self.steps > WARMUP_FRAMES and step.status in (1, 2):
-                self._sum("measurement", step.offset - step.true_offset)
-            return
-        self.steps += 1
-        if self.steps <= WARMUP_FRAMES:
-            return
-        self._sum("residual", step.true_offset)
-        self._sum("uncorrected", step.true_drift)
-        if step.status in (1, 2):
-            self._sum("measurement", step.offset - step.true_offset)
-
-    def _sum(self, key: str, v) -> None:
-        if np.all(np.isfinite(v)):
-            self.sums[key][0] += float(np.sum(np.square(v)))
-            self.sums[key][1] += 1
-
-    def rms(self, key: str) -> float:
-        total, n = self.sums[key]
-        return math.sqrt(total / n) if n else float("nan")
-
-    def summary(self, recipe, out, reason, duration) -> RunSummary:
-        c = self.counts
-        return RunSummary(recipe.name, str(out), self.steps, c["corrected"], c["skipped"], c["clipped"], reason,
-                          duration, c["pauses"], residual_rms_px=self.rms("residual"),
-                          uncorrected_rms_px=self.rms("uncorrected"), measurement_rmse_px=self.rms("measurement"))
-
-
-class _LoopState:
-    """Reference management, gating and actuation for one run."""
-
-    def __init__(self, settings, controller, actuator, limits, cal, cal_inv):
-        self.settings, self.controller, self.actuator, self.limits = settings, controller, actuator, limits
-        self.cal, self.cal_inv = cal, cal_inv
-        self.reference = None
-        self.reference_offset = np.zeros(2)
+    def __init__(self, settings: RunSettings, pipeline: Pipeline, controller: Any, actuator: Any,
+                 limits: Limits | None, calibration: np.ndarray,
+                 journal: Callable[[int, np.ndarray], None] | None = None):
+        self.settings, self.pipeline = settings, pipeline
+        self.reference = ReferenceStrategy(settings.reference, settings.rolling_every, settings.keyframe_shift)
+        self.suspender = Suspender(settings.pause_after_bad, settings.resume_after_good)
+        self.schedule = CorrectionSchedule(settings.correct_every, settings.correct_every_s)
+        self.actuation = (Actuation(actuator, controller, limits, calibration, settings.actuation_delay_frames,
+                                    journal) if actuator is not None and limits is not None else None)
         self.last_offset = np.zeros(2)  # the content offset of the last good estimate
-        self.reference_index = 0
-        self.fov = np.zeros(2)          # commanded field-of-view position, px
-        self.pending: list = []         # (frame index it shows in, move px) for delayed actuators
-        self.delay = settings["actuation_delay_frames"]
-        self.position = np.zeros(2)     # commanded actuator position, actuator units
-        self.bad_in_row = 0
-        self.good_in_row = 0
-        self.paused = False
-        self.last_correction = None
-        self.last_time = None
-        self.period = None
+        self.last_time: float | None = None
+        self.period: float | None = None
 
-    def observe(self, frame, *, region: bool = False) -> Step:
+    def frame_steps(self, frame: Frame, source: Any, tracking: TrackingRegion | None) -> Iterator[tuple[Step, Any]]:
+        """The steps of one frame: the frame's own, then its tracking-region sub-scans (with their images)."""
+        t_step = time.perf_counter()
+        if tracking is None:
+            step = self.step(frame)
+        else:
+            before = self.last_time
+            step = self.observe(frame)
+            frame_s = frame.time_s - before if before is not None else 0.0
+            step.status, step.message = Status.FRAME, "drift measured on the tracking region"
+            if self.reference.frame is None:
+                # the region's first reference is the same region of the first usable frame, so
+                # region offsets are offsets since that frame, like those of frames
+                self._take_region_reference(frame, tracking)
+        step.step_seconds = time.perf_counter() - t_step
+        yield step, frame.data
+        if tracking is not None:
+            for region_step in self._sub_scans(source, tracking, frame_s):
+                yield region_step, None
+
+    def observe(self, frame: Frame, *, region: bool = False) -> Step:
         """A step for ``frame`` with what is known before measuring: time, field of view, ground truth."""
         meta = frame.meta or {}
-        seen = self.fov - sum((m for k, m in self.pending if k > frame.index), np.zeros(2))
-        self.pending = [(k, m) for k, m in self.pending if k > frame.index]
-        step = Step(frame.index, frame.time_s, 0, fov=seen, true_offset=_vec(meta, "true_offset_px"),
+        seen = self.actuation.seen_fov(frame.index) if self.actuation is not None else np.zeros(2)
+        step = Step(frame.index, frame.time_s, Status.REFERENCE, fov=seen, true_offset=_vec(meta, "true_offset_px"),
                     true_drift=_vec(meta, "true_drift_px"), region=region)
         if self.last_time is not None and frame.time_s > self.last_time:
             self.period = frame.time_s - self.last_time
         self.last_time = frame.time_s
         return step
 
-    def step(self, frame, pipeline: Pipeline, *, region: bool = False, aim_time_s: float | None = None) -> Step:
+    def step(self, frame: Frame, *, region: bool = False, aim_time_s: float | None = None) -> Step:
+        """Measure ``frame``, gate the estimate, and correct when a correction is due."""
         step = self.observe(frame, region=region)
-        seen = step.fov
-        if self.reference is None:
+        ref = self.reference.frame
+        if ref is None:
             try:
                 check_image(frame.data, "reference")
             except FrameError as exc:  # a bad first frame must not become the reference
-                step.status, step.message = 4, self._bad(f"no reference yet: {exc}")
+                step.status, step.message = Status.BAD_FRAME, self.suspender.bad(f"no reference yet: {exc}")
                 return step
-            return self._take_reference(frame, step, np.zeros(2))
-        if _is_image(frame.data) and np.shape(frame.data) != np.shape(self.reference.data):
+            self.reference.take(frame, np.zeros(2))
+            step.offset = np.zeros(2)
+            return step
+        if is_image(frame.data) and np.shape(frame.data) != np.shape(ref.data):
             # the acquisition geometry changed (scan size, binning): nothing to compare with, so this frame
             # becomes the reference and the offset carries on from the last measurement
-            step.status = 4
-            step.message = (f"frame shape changed from {np.shape(self.reference.data)} to {np.shape(frame.data)}; "
-                            "new reference")
+            step.status = Status.BAD_FRAME
+            step.message = f"frame shape changed from {np.shape(ref.data)} to {np.shape(frame.data)}; new reference"
             log.warning("frame %d: %s", frame.index, step.message)
-            self._take_reference(frame, step, self.last_offset.copy())
-            step.status = 4
+            self.reference.take(frame, self.last_offset)
+            step.offset = self.last_offset.copy()
             return step
         try:
-            shift = pipeline.estimate(self.reference.data, frame.data)
+            shift = self.pipeline.estimate(ref.data, frame.data)
         except FrameError as exc:
-            step.status, step.message = 4, self._bad(str(exc))
+            step.status, step.message = Status.BAD_FRAME, self.suspender.bad(str(exc))
             return step
         step.shift = shift
-        step.offset = self.reference_offset + shift.vector
+        step.offset = self.reference.offset + shift.vector
         s = self.settings
         good = (np.isfinite(shift.dy) and np.isfinite(shift.dx)
-                and not (shift.confidence < s["min_confidence"]) and not (shift.sigma > s["max_sigma_px"]))
+                and not (shift.confidence < s.min_confidence) and not (shift.sigma > s.max_sigma_px))
         if not good:
-            step.status = 3
-            step.message = self._bad(f"confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px")
+            step.status = Status.LOW_CONFIDENCE
+            step.message = self.suspender.bad(f"confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px")
             return step
-        self.bad_in_row = 0
         self.last_offset = step.offset.copy()
-        self._manage_reference(frame, step)
-        step.status = 2
-        if self.paused:
-            self.good_in_row += 1
-            if self.good_in_row < s["resume_after_good"]:
-                step.status, step.message = 5, f"held: {self.good_in_row} good estimate(s) of {s['resume_after_good']}"
-                return step
-            self.paused = False
-            step.message = "resumed"
-            log.warning("frame %d: corrections resumed after %d good estimates", frame.index, self.good_in_row)
-        if self.actuator is None or (frame.index % s["correct_every"]) != 0:
+        self.reference.after_good(frame, step.offset)
+        step.status = Status.MEASURED
+        may_act, step.message = self.suspender.good()
+        if not may_act:
+            step.status = Status.HELD
             return step
-        # (a clock that went backwards — a restarted microscope — must not hold corrections back)
-        if self.last_correction is not None and 0 <= frame.time_s - self.last_correction < s["correct_every_s"]:
+        if self.actuation is None or not self.schedule.due(frame.index, frame.time_s):
             return step
-        self.last_correction = frame.time_s
-        drift = step.offset + seen  # the field of view this frame was taken at, not the one commanded since
-        next_time = aim_time_s if aim_time_s is not None else frame.time_s + (1 + self.delay) * (self.period or 0.0)
-        target = np.asarray(self.controller.update(frame.time_s, drift, shift.sigma, self.fov.copy(), next_time), float)
-        requested = self.cal @ (target - self.fov)
-        command, clipped = self.limits.clip(requested, self.position)
-        self.actuator.move_by(command)
-        self.position = self.position + command
-        move = self.cal_inv @ command
-        self.fov = self.fov + move
-        if self.delay:
-            self.pending.append((frame.index + 1 + self.delay, move))
-        step.requested, step.command, step.clipped, step.status = requested, command, clipped, 1
+        drift = step.offset + step.fov  # the field of view this frame was taken at, not the one commanded since
+        next_time = aim_time_s if aim_time_s is not None else frame.time_s + (1 + s.actuation_delay_frames) * (
+            self.period or 0.0)
+        sent = self.actuation.correct(frame.index, frame.time_s, drift, shift.sigma, next_time)
+        step.requested, step.command, step.clipped = sent.requested, sent.command, sent.clipped
+        step.status = Status.CORRECTED
         return step
 
-    def _bad(self, why: str) -> str:
-        """Count a bad estimate; pause corrections after ``pause_after_bad`` in a row (a suspender)."""
-        self.bad_in_row += 1
-        self.good_in_row = 0
-        if not self.paused and self.bad_in_row >= self.settings["pause_after_bad"]:
-            self.paused = True
-            log.warning("corrections paused after %d bad estimates in a row (%s); they resume after %d good ones",
-                        self.bad_in_row, why, self.settings["resume_after_good"])
-            return f"paused: {why}"
-        return why
-
-    def take_region_reference(self, frame, tracking: dict) -> None:
+    def _take_region_reference(self, frame: Frame, tracking: TrackingRegion) -> None:
         """Make the tracking region of ``frame`` the reference (when ``frame`` is a usable image)."""
         try:
             image = check_image(frame.data, "frame")
         except FrameError:
             return
-        (y0, x0), size = (int(v) for v in tracking["position"]), tracking["size_px"]
+        (y0, x0), size = (int(v) for v in tracking.position or (0, 0)), tracking.size_px
         crop = Frame(data=image[y0:y0 + size, x0:x0 + size], index=frame.index, time_s=frame.time_s,
                      pixel_size_nm=frame.pixel_size_nm, meta=dict(frame.meta or {}))
-        self.reference, self.reference_offset, self.reference_index = crop, np.zeros(2), frame.index
+        self.reference.take(crop, np.zeros(2))
 
-    def _take_reference(self, frame, step, offset) -> Step:
-        self.reference, self.reference_offset, self.reference_index = frame, offset, frame.index
-        step.offset = offset
-        return step
+    def _sub_scans(self, source: RegionSource, tracking: TrackingRegion, frame_s: float) -> Iterator[Step]:
+        """Acquire, measure and act on the tracking-region sub-scans between two frames."""
+        for k in range(tracking.per_frame):
+            t0 = time.perf_counter()
+            before = self.last_time
+            sub = source.acquire_region(tracking.position or (0, 0), (tracking.size_px,) * 2)
+            # aim at the middle of the next frame, after the sub-scans still to come
+            region_s = sub.time_s - before if before is not None else 0.0
+            aim = sub.time_s + (tracking.per_frame - 1 - k) * region_s + (frame_s + region_s) / 2
+            step = self.step(sub, region=True, aim_time_s=aim)
+            step.step_seconds = time.perf_counter() - t0
+            yield step
 
-    def _manage_reference(self, frame, step) -> None:
-        mode, s = self.settings["reference"], self.settings
-        moved = np.abs(step.offset - self.reference_offset) / np.asarray(np.shape(frame.data), float)
-        if (mode == "previous" or (mode == "rolling" and frame.index - self.reference_index >= s["rolling_every"])
-                or (mode == "keyframe" and np.max(moved) >= s["keyframe_shift"])):
-            self.reference, self.reference_offset, self.reference_index = frame, step.offset.copy(), frame.index
+
+def _vec(meta: dict, key: str) -> np.ndarray:
+    v = meta.get(key)
+    return np.asarray(v, float) if v is not None else np.full(2, np.nan)
+
+
+def _describe(data: Any) -> str:
+    shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
+    return f"shape {shape}, dtype {dtype}" if shape is not None else type(data).__name__
+
+
+def _notify(pm: Any, hook: str, **kwargs: Any) -> None:
+    try:
+        getattr(pm.hook, hook)(**kwargs)
+    except Exception as exc:  # an observer must not break the run
+        log.warning("observer hook %s failed: %s", hook, exc)

@@ -1,40 +1,29 @@
-"""denoiser → correlator → estimator, composed into one object.
+"""denoiser → correlator → estimator, composed into one object, and the checks every frame passes first.
 
 >>> import drift_framework as df
 >>> pipe = df.load_pipeline("classical")          # doctest: +SKIP
 >>> shift = pipe.estimate(reference, moving)       # doctest: +SKIP
+
+Pipelines are built by :mod:`drift_framework.assembly` (``load_pipeline``).
 """
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
-from typing import Iterable, Sequence
-
+from typing import Any, Iterable
 
 import numpy as np
 
-from .recipe import ComponentSpec, RecipeError, _Doc, _load_yaml, resolve_pipeline_spec
-from .registry import get_registry
-from .types import BuildContext, FrameError, Shift
+from .types import MIN_SIZE, BatchDenoiser, BatchEstimator, FrameError, Shift
 
-__all__ = ["Pipeline", "load_pipeline", "build_component", "check_image", "check_pair"]
-
-MIN_SIZE = 8
+__all__ = ["Pipeline", "check_image", "check_pair", "MIN_SIZE"]
 
 
-def build_component(spec: ComponentSpec, context: BuildContext | None = None):
-    """Instantiate a validated component spec through its plugin's factory."""
-    entry = get_registry().get(spec.kind, spec.plugin)
-    return entry.component.factory(dict(spec.params), context or BuildContext())
-
-
-def check_image(image, name: str = "image") -> np.ndarray:
+def check_image(image: Any, name: str = "image") -> np.ndarray:
     """Return ``image`` as a C-contiguous float32/float64 2-D array, or raise :class:`FrameError`."""
     return _checked(image, name)[0]
 
 
-def _checked(image, name: str) -> tuple[np.ndarray, float]:
+def _checked(image: Any, name: str) -> tuple[np.ndarray, float]:
     """``check_image`` and the image's largest absolute value (from the min/max it computes anyway)."""
     if isinstance(image, np.ndarray):
         arr = image
@@ -65,7 +54,7 @@ def _checked(image, name: str) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(arr), max(abs(hi), abs(lo))
 
 
-def check_pair(reference, moving) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(reference: Any, moving: Any) -> tuple[np.ndarray, np.ndarray]:
     """Check both images and that their shapes match; returns float arrays of one dtype."""
     ref, ref_peak = _checked(reference, "reference")
     mov, mov_peak = _checked(moving, "moving")
@@ -95,7 +84,8 @@ class Pipeline:
         The component specs the pipeline was built from.
     """
 
-    def __init__(self, denoiser, correlator, estimator, *, name: str = "", specs: dict | None = None):
+    def __init__(self, denoiser: Any, correlator: Any, estimator: Any, *, name: str = "",
+                 specs: dict | None = None):
         self.denoiser, self.correlator, self.estimator = denoiser, correlator, estimator
         self.name = name
         self.specs = specs or {}
@@ -108,11 +98,11 @@ class Pipeline:
         """The component specs as plain dicts (stored in run files)."""
         return {k: s.as_dict() for k, s in self.specs.items()}
 
-    def denoise(self, image) -> np.ndarray:
+    def denoise(self, image: Any) -> np.ndarray:
         img = check_image(image)
         return self.denoiser.denoise(img) if self.denoiser is not None else img
 
-    def estimate(self, reference, moving) -> Shift:
+    def estimate(self, reference: Any, moving: Any) -> Shift:
         """Measure the content displacement of ``moving`` relative to ``reference``.
 
         Parameters
@@ -133,59 +123,17 @@ class Pipeline:
         """
         raw_ref, raw_mov = check_pair(reference, moving)
         ref, mov = raw_ref, raw_mov
-        if self.denoiser is not None:
-            batch = getattr(self.denoiser, "denoise_batch", None)  # one pass for both frames when it can
-            ref, mov = batch(np.stack([ref, mov])) if batch else (self.denoiser.denoise(ref),
-                                                                   self.denoiser.denoise(mov))
+        if isinstance(self.denoiser, BatchDenoiser):  # one pass for both frames
+            ref, mov = self.denoiser.denoise_batch(np.stack([ref, mov]))
+        elif self.denoiser is not None:
+            ref, mov = self.denoiser.denoise(ref), self.denoiser.denoise(mov)
         cmap = self.correlator.correlate(ref, mov)
-        cmap.meta.setdefault("raw", (raw_ref, raw_mov))  # refinement stages may want the frames as acquired
+        if cmap.raw is None:
+            cmap.raw = (raw_ref, raw_mov)  # refinement stages may want the frames as acquired
         return self.estimator.estimate(cmap)
 
-    def estimate_batch(self, reference, frames: Iterable) -> list[Shift]:
+    def estimate_batch(self, reference: Any, frames: Iterable) -> list[Shift]:
         """Estimate every frame of a stack against one reference."""
-        batch = getattr(self.estimator, "estimate_batch", None)
-        return [self.estimate(reference, f) for f in frames] if batch is None else batch(self, reference, frames)
-
-
-def _pipeline_from_value(value, doc: _Doc, path: tuple, name: str, device: str | None) -> Pipeline:
-    specs = resolve_pipeline_spec(value, path, doc)
-    ctx = BuildContext(device=device)
-    parts = {k: build_component(s, ctx) for k, s in specs.items()}
-    return Pipeline(parts["denoiser"], parts["correlator"], parts["estimator"], name=name, specs=specs)
-
-
-def load_pipeline(spec: "str | os.PathLike | dict", *, device: str | None = None) -> Pipeline:
-    """Build a pipeline from a preset name, a recipe path or a dict.
-
-    Parameters
-    ----------
-    spec : str, path or dict
-        A preset name (``"classical"``, ``"phase"``, ``"ncc-peak"``, ``"dcnn"`` …;
-        ``drift plugins`` lists them), a YAML file whose ``pipeline`` key (or whole
-        content) describes the pipeline, or a dict such as
-        ``{"correlator": "ncc", "estimator": {"plugin": "parabolic", "max_shift_px": 5}}``.
-    device : str, optional
-        Passed to components that run on an accelerator (``"cpu"``, ``"cuda"``).
-
-    Raises
-    ------
-    RecipeError
-        The spec is unknown or invalid (the message lists what is available).
-    """
-    if isinstance(spec, dict):
-        path = ("pipeline",) if "pipeline" in spec else ()
-        return _pipeline_from_value(spec.get("pipeline", spec), _Doc("<dict>"), path,
-                                    str(spec.get("name", "custom")), device)
-    text = os.fspath(spec)
-    path = Path(text)
-    if text.endswith((".yaml", ".yml")) or path.is_file():
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RecipeError(f"cannot read the pipeline file: {exc.strerror or exc}", file=text) from None
-        data, doc = _load_yaml(raw, text)
-        nested = isinstance(data, dict) and "pipeline" in data
-        name = str(data.get("name", path.stem)) if isinstance(data, dict) else path.stem
-        return _pipeline_from_value(data["pipeline"] if nested else data, doc, ("pipeline",) if nested else (),
-                                    name, device)
-    return _pipeline_from_value(text, _Doc("<preset>"), (), text, device)
+        if isinstance(self.estimator, BatchEstimator):
+            return self.estimator.estimate_batch(self, reference, list(frames))
+        return [self.estimate(reference, f) for f in frames]

@@ -20,19 +20,13 @@ from typing import Any, Mapping
 import yaml
 
 from .registry import RegistryError, get_registry
+from .settings import RUN_SCHEMA, RunSettings
 from .types import REQUIRED, Param, ParamError
+from .yamldoc import RecipeError, YamlDoc, dotted_path, load_yaml
 
-__all__ = ["Recipe", "ComponentSpec", "RecipeError", "load_recipe", "parse_recipe", "resolve_pipeline_spec"]
-
-
-class RecipeError(ValueError):
-    """A recipe is malformed; ``str(err)`` is ``file:line: key.path: message``."""
-
-    def __init__(self, message: str, *, file: str = "<recipe>", line: int | None = None, path: str = ""):
-        message = " ".join(str(message).split("\n"))  # always one line, whatever a value or a library said
-        self.message, self.file, self.line, self.path = message, file, line, path
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+__all__ = ["Recipe", "ComponentSpec", "RecipeError", "load_recipe", "load_train_recipe", "parse_recipe",
+           "resolve_pipeline_spec", "validate_component", "validate_mapping", "validate_value", "ACTUATOR_SCHEMA",
+           "RUN_SCHEMA"]
 
 
 @dataclass
@@ -68,89 +62,10 @@ class Recipe:
     def directory(self) -> str:
         return str(Path(self.path).parent) if self.path not in ("<recipe>", "<dict>") else "."
 
-
-# --------------------------------------------------------------------------- #
-# YAML with line numbers
-# --------------------------------------------------------------------------- #
-
-
-class _Doc:
-    """Python data from YAML plus the line of every key path."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.lines: dict[tuple, int] = {}
-
-    def line(self, path: tuple) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get((), None)
-
-    def error(self, path: tuple, message: str) -> RecipeError:
-        return RecipeError(message, file=self.file, line=self.line(path), path=_dotted(path))
-
-
-def _dotted(path: tuple) -> str:
-    out = ""
-    for p in path:
-        if not isinstance(p, int) and not (isinstance(p, str) and p.isprintable() and p.strip() == p and p):
-            p = repr(p)  # a key with control characters, newlines or odd spacing is shown quoted
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
-
-
-def _load_yaml(text: str, file: str) -> tuple[Any, _Doc]:
-    doc = _Doc(file)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; it has a position, not a mark
-        line = text.count("\n", 0, exc.position) + 1
-        raise RecipeError(f"invalid YAML: character {exc.character!r} is not allowed", file=file, line=line) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"invalid YAML: {problem}", file=file, line=line) from None
-    if node is None:
-        raise RecipeError("the recipe is empty", file=file, line=1)
-    constructor = yaml.SafeLoader("")
-
-    def build(n, path):
-        doc.lines.setdefault(path, n.start_mark.line + 1)
-        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in _PLAIN_TAGS:
-            raise RecipeError(f"refused YAML value: tag {n.tag!r} is not allowed in recipes", file=file,
-                              line=n.start_mark.line + 1, path=_dotted(path))
-        if isinstance(n, yaml.MappingNode):
-            out = {}
-            for knode, vnode in n.value:
-                if not isinstance(knode, yaml.ScalarNode):
-                    raise RecipeError("keys must be plain names", file=file, line=knode.start_mark.line + 1,
-                                      path=_dotted(path))
-                key = knode.value
-                if key == "<<":
-                    raise RecipeError("YAML merge keys are not supported", file=file,
-                                      line=knode.start_mark.line + 1, path=_dotted(path))
-                if key in out:
-                    raise RecipeError("duplicate key", file=file, line=knode.start_mark.line + 1,
-                                      path=_dotted(path + (key,)))
-                doc.lines[path + (key,)] = knode.start_mark.line + 1
-                out[key] = build(vnode, path + (key,))
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            return [build(v, path + (i,)) for i, v in enumerate(n.value)]
-        try:
-            return constructor.construct_object(n, deep=True)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise RecipeError(f"refused YAML value: {problem}", file=file, line=n.start_mark.line + 1,
-                              path=_dotted(path)) from None
-
-    return build(node, ()), doc
+    @property
+    def settings(self) -> RunSettings:
+        """The ``run:`` section as frozen, typed settings."""
+        return RunSettings.from_mapping(self.run)
 
 
 # --------------------------------------------------------------------------- #
@@ -180,7 +95,7 @@ def _check_bounds(value, p: Param, path, doc):
             raise doc.error(path, f"must be {op} {bound:g}, got {value:g}")
 
 
-def validate_value(value, p: Param, path: tuple, doc: _Doc):
+def validate_value(value, p: Param, path: tuple, doc: YamlDoc):
     """Return ``value`` checked and normalized against ``p`` (raises RecipeError)."""
     if value is None:
         if p.nullable or (p.default is None and p.type != "mapping"):
@@ -240,7 +155,7 @@ def validate_value(value, p: Param, path: tuple, doc: _Doc):
     return value
 
 
-def validate_mapping(value: Mapping, schema: Mapping[str, Param], path: tuple, doc: _Doc) -> dict:
+def validate_mapping(value: Mapping, schema: Mapping[str, Param], path: tuple, doc: YamlDoc) -> dict:
     """Validate a mapping against a schema: unknown keys and missing required keys are errors."""
     if not isinstance(value, Mapping):
         raise doc.error(path, f"must be a mapping, got {_type_name(value)} {value!r}")
@@ -261,7 +176,7 @@ def validate_mapping(value: Mapping, schema: Mapping[str, Param], path: tuple, d
     return out
 
 
-def validate_component(kind: str, spec, path: tuple, doc: _Doc, *, reserved: Mapping[str, Param] = None) -> ComponentSpec:
+def validate_component(kind: str, spec, path: tuple, doc: YamlDoc, *, reserved: Mapping[str, Param] = None) -> ComponentSpec:
     """Validate ``{plugin: name, **params}`` for a component of ``kind``."""
     if isinstance(spec, str):
         spec = {"plugin": spec}
@@ -287,7 +202,7 @@ def validate_component(kind: str, spec, path: tuple, doc: _Doc, *, reserved: Map
             entry.component.check(params)
         except ParamError as exc:
             raise doc.error(path + exc.path, str(exc)) from None
-    return ComponentSpec(kind, name, params, _dotted(path))
+    return ComponentSpec(kind, name, params, dotted_path(path))
 
 
 # --------------------------------------------------------------------------- #
@@ -311,40 +226,10 @@ _CALIBRATION = Param("mapping", None, "px → actuator units; default: the actua
 #: The engine's own keys of an ``actuator:`` section (beside the plugin's parameters).
 ACTUATOR_SCHEMA: dict[str, Param] = {"limits": _LIMITS, "calibration": _CALIBRATION}
 
-RUN_SCHEMA: dict[str, Param] = {
-    "frames": Param("int", 100, "Number of frames to acquire", gt=0, le=10_000_000),
-    "reference": Param("str", "first", "Reference frame for each estimate",
-                       choices=("first", "previous", "rolling", "keyframe")),
-    "rolling_every": Param("int", 20, "With reference: rolling, take a new reference every N frames", ge=1),
-    "keyframe_shift": Param("float", 0.25, "With reference: keyframe, take a new reference when the content has "
-                                           "moved this fraction of the frame from it", gt=0, lt=1),
-    "output": Param("str", "runs/{name}.h5", "Run file ({name} is replaced by the recipe name)"),
-    "overwrite": Param("bool", True, "Replace an existing run file"),
-    "save_frames": Param("bool", False, "Store every frame (chunked, compressed)"),
-    "correct_every": Param("int", 1, "Send a correction every N frames", ge=1),
-    "correct_every_s": Param("float", 0.0, "And at most one correction per this many seconds", ge=0),
-    "actuation_delay_frames": Param("int", 0, "Frames before a command shows in the images (actuator lag)",
-                                    ge=0, le=100),
-    "min_confidence": Param("float", 0.5, "Estimates below this confidence never move the actuator", ge=0, le=1),
-    "max_sigma_px": Param("float", 1.0, "Estimates with a larger uncertainty never move the actuator", gt=0),
-    "pause_after_bad": Param("int", 5, "Pause corrections after this many bad estimates in a row", ge=1),
-    "resume_after_good": Param("int", 3, "Resume after this many good estimates in a row", ge=1),
-    "stop_after_bad": Param("int", 50, "Stop the run after this many bad estimates in a row", ge=1),
-    "seed": Param("int", None, "Seed shared with components that take one", nullable=True),
-    "tracking_region": Param("mapping", None, "Measure drift on a small sub-scan acquired between frames "
-                                              "(sources with acquire_region, e.g. the simulator)", nullable=True,
-                             fields={
-                                 "size_px": Param("int", 64, "Side of the square region, px", ge=16, le=1024),
-                                 "position": Param("vector", None, "Top-left (y, x) in the frame; default: centred",
-                                                   length=2, ge=0, nullable=True),
-                                 "per_frame": Param("int", 1, "Sub-scans (and corrections) between two frames",
-                                                    ge=1, le=100)}),
-}
-
 _TOP = ("name", "description", "source", "pipeline", "controller", "actuator", "run", "train", "bench")
 
 
-def resolve_pipeline_spec(value, path: tuple, doc: _Doc) -> dict:
+def resolve_pipeline_spec(value, path: tuple, doc: YamlDoc) -> dict:
     """Validate a pipeline: a preset name, or a mapping of denoiser/correlator/estimator (optionally on top of ``preset``)."""
     reg = get_registry()
     if isinstance(value, str):
@@ -380,7 +265,7 @@ def resolve_pipeline_spec(value, path: tuple, doc: _Doc) -> dict:
     return out
 
 
-def parse_recipe(data, doc: _Doc, *, text: str = "", require_source: bool = True) -> Recipe:
+def parse_recipe(data, doc: YamlDoc, *, text: str = "", require_source: bool = True) -> Recipe:
     """Validate recipe data already loaded from YAML."""
     if not isinstance(data, dict):
         raise doc.error((), f"a recipe must be a mapping, got {_type_name(data)}")
@@ -430,7 +315,7 @@ def load_recipe(path_or_text, *, require_source: bool = True) -> Recipe:
         With ``file:line: key.path: message``.
     """
     if isinstance(path_or_text, dict):
-        doc = _Doc("<dict>")
+        doc = YamlDoc("<dict>")
         return parse_recipe(copy.deepcopy(path_or_text), doc, text=yaml.safe_dump(path_or_text),
                             require_source=require_source)
     path = Path(os.fspath(path_or_text))
@@ -446,7 +331,7 @@ def load_recipe(path_or_text, *, require_source: bool = True) -> Recipe:
         except OSError as exc:
             raise RecipeError(f"cannot read the recipe: {exc.strerror}", file=str(path)) from None
         file = str(path)
-    data, doc = _load_yaml(text, file)
+    data, doc = load_yaml(text, file)
     return parse_recipe(data, doc, text=text, require_source=require_source)
 
 
@@ -458,7 +343,7 @@ def load_train_recipe(path, trainer_name: str):
     text = Path(os.fspath(path)).read_text(encoding="utf-8") if Path(os.fspath(path)).is_file() else None
     if text is None:
         raise RecipeError("no such recipe file", file=str(path))
-    data, doc = _load_yaml(text, str(path))
+    data, doc = load_yaml(text, str(path))
     recipe = parse_recipe(data, doc, text=text, require_source=False)
     try:
         trainer, _ = get_registry().trainer(trainer_name)

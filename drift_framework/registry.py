@@ -2,7 +2,8 @@
 
 Built-in plugins are registered from :data:`BUILTIN_PLUGINS`, then third-party
 plugins from the ``drift_framework`` entry-point group.  A third-party plugin
-that fails to import or to answer a hook is reported and skipped.  Set
+that fails to import, implements a hook that does not exist (a misspelling) or
+fails to answer a hook is reported and skipped; a built-in one is an error.  Set
 ``DRIFT_DISABLE_PLUGINS=name1,name2`` to block plugins (module or entry-point
 names).
 """
@@ -31,6 +32,7 @@ BUILTIN_PLUGINS = (
     "drift_dcnn",
     "drift_hyperspy",
     "drift_pyro5",
+    "drift_bench",
 )
 
 ENTRY_POINT_GROUP = "drift_framework"
@@ -70,6 +72,7 @@ class Registry:
     clashes: dict = field(default_factory=dict)
     broken: list = field(default_factory=list)
     packages: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> Entry:
         """Return the registration of component ``name`` of ``kind``.
@@ -133,26 +136,67 @@ def _new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """The hook implementations of ``plugin`` that match no hook specification (misspelled hooks).
+
+    Each entry reads ``drift_estimator (did you mean drift_estimators?)``.
+    """
+    specs = [name for name in dir(hookspecs) if name.startswith("drift_")]
+    out = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.spec is None:
+            close = difflib.get_close_matches(caller.name, specs, n=1)
+            out.append(caller.name + (f" (did you mean {close[0]}?)" if close else ""))
+    return sorted(out)
+
+
+def register_checked(pm: pluggy.PluginManager, plugin: object, name: str | None = None) -> str:
+    """Register ``plugin``; refuse it (unregistered again) when it implements a hook that does not exist.
+
+    Raises
+    ------
+    RegistryError
+        Naming the plugin and each unknown hook.
+    """
+    registered = pm.register(plugin, name=name)
+    unknown = unknown_hooks(pm, plugin)
+    if unknown:
+        pm.unregister(plugin)
+        raise RegistryError(f"plugin {name or registered} implements hooks that drift_framework does not have: "
+                            f"{', '.join(unknown)}")
+    return registered or ""
+
+
+def _version(dist_name: str) -> str:
+    try:
+        return importlib.metadata.version(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _load_plugins(pm: pluggy.PluginManager, reg: Registry) -> None:
     blocked = _disabled()
+    own = _version("drift_framework")  # the built-ins ship in drift_framework's distribution
     for modname in BUILTIN_PLUGINS:
         if modname in blocked:
             continue
         module = importlib.import_module(modname)
-        pm.register(module, name=modname)
+        register_checked(pm, module, modname)
         reg.packages[modname] = modname
+        reg.versions[modname] = own
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         package = ep.dist.name if ep.dist is not None else ep.value
         if ep.name in blocked or package in blocked or pm.has_plugin(ep.name):
             continue
         try:
             plugin = ep.load()
-            pm.register(plugin, name=ep.name)
+            register_checked(pm, plugin, ep.name)
         except Exception as exc:  # a broken third-party plugin must not stop the program
             log.warning("plugin %s (%s) failed to load and was skipped: %s", ep.name, package, exc)
             reg.broken.append((ep.name, package, f"{type(exc).__name__}: {exc}"))
             continue
         reg.packages[ep.name] = package
+        reg.versions[package] = ep.dist.version if ep.dist is not None else "unknown"
 
 
 def _collect(pm: pluggy.PluginManager, reg: Registry) -> None:
@@ -224,6 +268,11 @@ def get_registry(*, reload: bool = False) -> Registry:
         return _registry
 
 
-def plugin_manager():
+def plugin_manager() -> pluggy.PluginManager:
     """The pluggy plugin manager (the loop calls observer hooks through it)."""
     return get_registry().plugin_manager
+
+
+def plugin_versions() -> dict[str, str]:
+    """Package → version of every loaded plugin, from its distribution's metadata (stored in run files)."""
+    return dict(get_registry().versions)

@@ -6,7 +6,9 @@ file holding every flushed step.  Layout::
 
     /                 attrs: recipe (YAML text), recipe_path, versions (JSON), started_at,
                              format, finished (only once closed), summary (JSON)
-    /steps/<field>    one row per step (see STEP_FIELDS)
+    /steps/<field>    one row per step (see STEP_FIELDS, derived from :class:`~drift_framework.steps.Step`)
+    /journal/index    the frame index of every actuator command, written and flushed *before* the actuator moves
+    /journal/command  (n, 2) the command, actuator units (a killed run shows what it last sent)
     /frames           optional (n, H, W) float32, chunked per frame, gzip
 
 Open a run with :func:`read_run` (works on a run still being written).
@@ -19,44 +21,24 @@ import resource
 import shutil
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-__all__ = ["RunWriter", "RunData", "read_run", "STEP_FIELDS", "STATUS", "StoreError"]
+from .steps import Status, step_columns
+from .types import MIN_SIZE
+
+__all__ = ["RunWriter", "RunData", "read_run", "storable", "is_image", "STEP_FIELDS", "STATUS", "StoreError"]
 
 FORMAT = "drift_framework.run/1"
 
-#: field → (per-step shape, dtype, fill value)
-STEP_FIELDS = {
-    "index": ((), "i8", -1),
-    "time_s": ((), "f8", np.nan),
-    "status": ((), "i1", 0),
-    "shift": ((2,), "f8", np.nan),            # measured (dy, dx) vs the reference, px
-    "sigma": ((), "f8", np.nan),              # radial 1-σ of the measurement, px
-    "confidence": ((), "f8", np.nan),
-    "offset": ((2,), "f8", np.nan),           # estimated content offset since the start, px
-    "fov": ((2,), "f8", 0.0),                 # commanded field-of-view position, px
-    "command": ((2,), "f8", 0.0),             # sent to the actuator, actuator units
-    "requested": ((2,), "f8", 0.0),           # before clipping, actuator units
-    "clipped": ((), "i1", 0),
-    "true_offset": ((2,), "f8", np.nan),      # ground truth when the source knows it, px
-    "true_drift": ((2,), "f8", np.nan),       # uncorrected specimen drift, px
-    "step_seconds": ((), "f8", np.nan),       # wall time spent on the step
-    "region": ((), "i1", 0),                  # 1: a drift-tracking sub-scan, 0: a frame
-}
+#: field → (per-step shape, dtype, fill value, meaning), from the fields of :class:`Step`
+STEP_FIELDS = step_columns()
 
-#: status code → meaning (stored as the ``status_names`` attribute too)
-STATUS = {
-    0: "reference",
-    1: "corrected",
-    2: "measured",        # measured, no correction scheduled (open loop or correct_every)
-    3: "low-confidence",  # measured, gated: actuator not moved
-    4: "bad-frame",       # the frame could not be used: actuator not moved
-    5: "held",            # good estimate, not acted on: corrections are paused after bad ones
-    6: "frame",           # a frame of a run whose drift is measured on a tracking region (region rows)
-}
+#: status code → name (stored as the ``status_names`` attribute too); meanings: :class:`Status`
+STATUS = {int(s): s.label for s in Status}
 
 
 class StoreError(OSError):
@@ -96,9 +78,15 @@ class RunWriter:
         grp = f.create_group("steps")
         grp.attrs["status_names"] = json.dumps(STATUS)
         self._ds = {}
-        for name, (shape, dtype, _) in STEP_FIELDS.items():
+        for name, (shape, dtype, _, meaning) in STEP_FIELDS.items():
             self._ds[name] = grp.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                                                 chunks=(256, *shape))
+            self._ds[name].attrs["meaning"] = meaning
+        journal = f.create_group("journal")
+        self._journal = {"index": journal.create_dataset("index", shape=(0,), maxshape=(None,), dtype="i8",
+                                                         chunks=(256,)),
+                         "command": journal.create_dataset("command", shape=(0, 2), maxshape=(None, 2), dtype="f8",
+                                                           chunks=(256, 2))}
         self._frames = None
         if frame_shape is not None:
             self._frames = f.create_dataset("frames", shape=(0, *frame_shape), maxshape=(None, *frame_shape),
@@ -153,6 +141,26 @@ class RunWriter:
             raise StoreError(f"writing step {n - 1} to {self.path} failed: {exc}") from None
         self.n = n
 
+    def journal(self, index: int, command: np.ndarray) -> None:
+        """Record an actuator command and flush it, before the actuator is moved.
+
+        Raises
+        ------
+        StoreError
+            It cannot be recorded: the command must then not be sent.
+        """
+        if self._broken:
+            raise StoreError(f"{self.path} cannot be written any more: {self._broken}")
+        n = self._journal["index"].shape[0] + 1
+        try:
+            for name, value in (("index", index), ("command", np.asarray(command, float))):
+                self._journal[name].resize(n, axis=0)
+                self._journal[name][n - 1] = value
+            self._f.flush()
+        except (OSError, RuntimeError) as exc:
+            self._broken = f"journaling command {n - 1} failed: {exc}"
+            raise StoreError(f"journaling a command to {self.path} failed: {exc}") from None
+
     def close(self, summary: dict | None = None) -> None:
         """Close the file and mark it finished (with the run summary as JSON)."""
         if self._f is None:
@@ -180,6 +188,26 @@ class RunWriter:
         self.close()
 
 
+def is_image(data: Any) -> bool:
+    """A real 2-D array of at least ``MIN_SIZE`` pixels a side (its values are not looked at)."""
+    shape, kind = getattr(data, "shape", None), getattr(getattr(data, "dtype", None), "kind", "")
+    return shape is not None and len(shape) == 2 and kind in "fiub" and kind != "" and min(shape) >= MIN_SIZE
+
+
+def storable(data: Any) -> np.ndarray | None:
+    """``data`` as a float32 image for the run file, or None when it is not a real 2-D image of at least
+    ``MIN_SIZE`` pixels a side (the step is then recorded without its frame)."""
+    try:
+        arr = np.asarray(data)
+    except Exception:
+        return None
+    if not is_image(arr):
+        return None
+    with np.errstate(all="ignore"):
+        return arr.astype(np.float32)
+
+
+
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -196,6 +224,7 @@ class RunData:
     steps: dict
     attrs: dict
     frames: np.ndarray | None = None
+    journal: dict | None = None
 
     @property
     def finished(self) -> bool:
@@ -238,4 +267,11 @@ def read_run(path, *, frames: bool = False) -> RunData:
         if frames and "frames" in f:
             f["frames"].refresh()
             data = f["frames"][:n]
-    return RunData(path, steps, attrs, data)
+        journal = None
+        if "journal" in f:  # files written before the journal existed have none
+            for ds in f["journal"].values():
+                ds.refresh()
+            journal = {name: ds[()] for name, ds in f["journal"].items()}
+            m = min(len(v) for v in journal.values())
+            journal = {k: v[:m] for k, v in journal.items()}
+    return RunData(path, steps, attrs, data, journal)

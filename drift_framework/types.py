@@ -10,13 +10,15 @@ and the moving frame.  scikit-image's ``phase_cross_correlation`` returns the
 opposite sign.
 
 The ``Protocol`` classes document what each component kind must provide; the
-core only relies on these methods.
+core only relies on these methods.  Optional capabilities (regions, pairs, batches,
+``close``) are runtime-checkable protocols too: the engine asks
+``isinstance(source, RegionSource)``, never ``hasattr``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -39,8 +41,17 @@ __all__ = [
     "ShiftEstimator",
     "Controller",
     "Actuator",
+    "Closeable",
+    "RegionSource",
+    "PairSource",
+    "BatchDenoiser",
+    "BatchEstimator",
     "COMPONENT_KINDS",
+    "MIN_SIZE",
 ]
+
+#: The smallest image side (px) the engine and the pipelines accept.
+MIN_SIZE = 8
 
 #: The component kinds, in the order a recipe assembles them.
 COMPONENT_KINDS = ("source", "denoiser", "correlator", "estimator", "controller", "actuator")
@@ -131,6 +142,12 @@ class CorrelationMap:
     correlator has one (upsampled-DFT refinement needs it).  ``reference`` and
     ``moving`` are the prepared images (refinement over the overlap needs them).
     ``normalized`` is true when ``data`` is a correlation coefficient (−1…1).
+
+    What correlators tell estimators beyond the map is declared here, not passed in ``meta``:
+    ``raw`` holds the frames as acquired, before denoising (the pipeline sets it; refinement on the raw
+    frames needs it), ``n_eff`` the effective number of independent pixels of the window, ``norm`` the
+    factor that turns ``data`` into a correlation coefficient, ``reference_spectrum`` the FFT of the
+    windowed reference (refinement reuses it).  ``meta`` is free-form, for people (window name, padding).
     """
 
     data: np.ndarray
@@ -140,6 +157,10 @@ class CorrelationMap:
     cross_power: np.ndarray | None = None
     kind: str = ""
     normalized: bool = False
+    raw: tuple[np.ndarray, np.ndarray] | None = None
+    n_eff: float | None = None
+    norm: float = 1.0
+    reference_spectrum: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
 
@@ -344,3 +365,43 @@ class Actuator(Protocol):
     calibration: np.ndarray
 
     def move_by(self, command: np.ndarray) -> None: ...
+
+
+# --------------------------------------------------------------------------- #
+# Optional capabilities: checked with isinstance, never hasattr
+# --------------------------------------------------------------------------- #
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A component that holds resources (connections, files, threads) released by ``close()``."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class RegionSource(Protocol):
+    """A frame source that can scan a sub-region between frames (``run.tracking_region`` needs it)."""
+
+    def acquire_region(self, top_left: Sequence[float], shape: Sequence[int]) -> Frame: ...
+
+
+@runtime_checkable
+class PairSource(Protocol):
+    """A frame source that makes simulated pairs with ground truth (training and benchmarks need it)."""
+
+    def pairs(self, n: int, *, seed: int | None = None, **options: Any) -> Iterator[Pair]: ...
+
+
+@runtime_checkable
+class BatchDenoiser(Protocol):
+    """A denoiser that processes a stack ``(n, H, W)`` in one pass."""
+
+    def denoise_batch(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class BatchEstimator(Protocol):
+    """An estimator that measures a whole stack against one reference itself (e.g. one network pass)."""
+
+    def estimate_batch(self, pipeline: Any, reference: np.ndarray, frames: Sequence[np.ndarray]) -> list[Shift]: ...

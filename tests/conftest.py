@@ -33,13 +33,25 @@ def vendor_site(tmp_path_factory):
 
 
 def simulator_source(**params):
-    from drift_framework.pipeline import build_component
-    from drift_framework.recipe import _Doc, validate_component
+    from drift_framework.assembly import build_component
+    from drift_framework.recipe import validate_component
+    from drift_framework.yamldoc import YamlDoc
 
-    spec = validate_component("source", {"plugin": "simulator", **params}, ("source",), _Doc("<test>"))
+    spec = validate_component("source", {"plugin": "simulator", **params}, ("source",), YamlDoc("<test>"))
     return build_component(spec)
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """dask.distributed's LocalCluster sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in the parent's environment, which
+    services started by later tests (drift serve) inherit: their frames then differ in the last bits."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -118,12 +118,13 @@ train:
 def test_mixed_lattices_and_poisson_counts_in_training(tmp_path):
     """train.lattices draws pairs from several lattices; Poisson targets have the scale of their counts."""
     from drift_dcnn.data import PairStream, validation_set
-    from drift_framework.pipeline import build_component
-    from drift_framework.recipe import _Doc, validate_component
+    from drift_framework.assembly import build_component
+    from drift_framework.recipe import validate_component
+    from drift_framework.yamldoc import YamlDoc
 
     sources = [build_component(validate_component("source", {"plugin": "simulator", "lattice": name,
                                                               "shape": [48, 48], "noise": {"kind": "none"}},
-                                                  ("source",), _Doc("<t>"))) for name in ("square", "honeycomb")]
+                                                  ("source",), YamlDoc("<t>"))) for name in ("square", "honeycomb")]
     stream = PairStream(sources, {"kinds": ["poisson"], "snr": [1, 1], "dose": [50.0, 50.0]}, seed=1)
     b = stream.batch(6)
     assert b["reference"].shape == (6, 48, 48)

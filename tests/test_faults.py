@@ -1,9 +1,9 @@
-"""The fault-injection and fuzz suite (``drift bench faults``) at the test suite's size: every category must end
+"""The fault-injection and fuzz suite (``make reliability``, ``python -m reliability``) at the test suite's size: every category must end
 with zero failures. The full sizes (1000 recipe mutations, 20 kills, 20 server restarts …) run with
-``drift bench faults`` and are published in docs/reliability.md."""
+``make reliability`` and are published in docs/reliability.md."""
 import pytest
 
-from drift_framework.bench.faults import SIZES, run_suite, write_report
+from reliability import SIZES, run_suite, write_report
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:Detected pickle protocol")]  # the security case's payload file
@@ -20,11 +20,11 @@ def test_fault_category_has_no_failures(category, tmp_path):
 
 
 def test_report_lists_every_category(tmp_path):
-    from drift_framework.bench.faults.result import Result
+    from reliability.result import Result
 
     results = [Result(name, cases=3, detail="x") for name in EXPECTED_CASES]
     results[0].fail("an example failure")
-    text = write_report(results, tmp_path, "drift bench faults").read_text()
+    text = write_report(results, tmp_path, "python -m reliability").read_text()
     for name in EXPECTED_CASES:
         assert f"| {name} | 3 |" in text
     assert "an example failure" in text and "Found by this suite" in text

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import drift_framework as df
-from drift_framework.loop import Limits
+from drift_framework.limits import Limits
 from drift_framework.store import read_run
 
 from conftest import ROOT
@@ -89,18 +89,10 @@ class _Liar:
         return df.Shift(*self.rng.uniform(-1e4, 1e4, 2), sigma=0.01, confidence=1.0)
 
 
-def test_engine_clips_adversarial_estimates(tmp_path, monkeypatch):
-    import drift_framework.loop as loop_mod
-
-    real_build = loop_mod._build
-
-    def build(recipe, *hardware):
-        source, pipeline, controller, actuator = real_build(recipe, *hardware)
-        pipeline.estimator = _Liar(np.random.default_rng(0))
-        return source, pipeline, controller, actuator
-
-    monkeypatch.setattr(loop_mod, "_build", build)
-    summary = df.run(_recipe(tmp_path, frames=20, controller="pi"))
+def test_engine_clips_adversarial_estimates(tmp_path):
+    pipeline = df.load_pipeline("classical")
+    pipeline.estimator = _Liar(np.random.default_rng(0))
+    summary = df.run(_recipe(tmp_path, frames=20, controller="pi"), pipeline=pipeline)
     run = read_run(summary.output)
     steps = np.hypot(*run.steps["command"].T)
     assert np.all(steps <= 2.0 + 1e-9)
@@ -254,7 +246,7 @@ def test_tracking_region_schedule_keeps_frames_still(tmp_path):
 
 
 def test_tracking_region_needs_a_source_that_can_scan_regions(tmp_path):
-    from drift_framework.loop import build_hardware
+    from drift_framework.assembly import build_hardware
 
     class FramesOnly:
         def __init__(self, inner):
@@ -277,7 +269,7 @@ def test_tracking_region_needs_a_source_that_can_scan_regions(tmp_path):
 
 def test_a_clock_that_goes_backwards_does_not_hold_corrections(tmp_path):
     """A restarted microscope counts time from zero again; corrections must go on."""
-    from drift_framework.loop import build_hardware
+    from drift_framework.assembly import build_hardware
 
     class Restarted:
         def __init__(self, inner):

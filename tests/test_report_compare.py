@@ -78,7 +78,7 @@ def test_compare_reads_a_recipe_bench_section(tmp_path):
 
 
 def _errors(cfg, scheduler):
-    from drift_framework.bench.accuracy import sweep
+    from drift_bench.accuracy import sweep
 
     return [{name: np.asarray(r["err"]) for name, r in res.items()} for res, _ in sweep(cfg, cfg.snr,
                                                                                         scheduler=scheduler)]

@@ -122,12 +122,13 @@ def test_seeded_source_is_deterministic():
 
 
 def _stage(**params):
-    from drift_framework.pipeline import build_component
-    from drift_framework.recipe import _Doc, validate_component
+    from drift_framework.assembly import build_component
+    from drift_framework.recipe import validate_component
+    from drift_framework.yamldoc import YamlDoc
 
     src = simulator_source(shape=[64, 64], pixel_size_nm=0.05, noise={"kind": "none"})
     spec = validate_component("actuator", {"plugin": "simulated-stage", "limits": {"max_step": 1, "travel": 1},
-                                           **params}, ("actuator",), _Doc("<t>"),
+                                           **params}, ("actuator",), YamlDoc("<t>"),
                               reserved={"limits": df.Param("any"), "calibration": df.Param("any")})
     spec.params.pop("limits"), spec.params.pop("calibration")
     return src, build_component(spec, df.BuildContext(source=src))

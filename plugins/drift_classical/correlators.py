@@ -99,8 +99,8 @@ class CrossCorrelator:
                                                          np.sum(m * m, dtype=np.float64)))
         return CorrelationMap(data=data, center=center, reference=reference, moving=moving, kind=self.kind,
                               normalized=self.normalize,
-                              meta={"window": self.window_kind, "padded": self.pad, "norm": norm,
-                                    "n_eff": n_eff, "ref_spectrum": spectrum})
+                              n_eff=n_eff, norm=norm, reference_spectrum=spectrum,
+                              meta={"window": self.window_kind, "padded": self.pad})
 
     @staticmethod
     def _n_eff(w, shape) -> float:

@@ -111,9 +111,9 @@ class MapEstimator:
             return 0.0
         if cmap.kind == "phase":
             return 1.4826 * float(np.median(np.abs(cmap.data - np.median(cmap.data))))
-        n_eff = cmap.meta.get("n_eff", cmap.reference.size)
+        n_eff = cmap.n_eff if cmap.n_eff is not None else cmap.reference.size
         std = unc.ncc_value_std(cmap.reference, cmap.moving, vr, vm, n_eff)
-        return std if cmap.normalized else std * cmap.meta.get("norm", 1.0)
+        return std if cmap.normalized else std * cmap.norm
 
     def _finish(self, cmap, peak, d, cov=None, noise=None, value_std=None, model_px: float = 0.0) -> Shift:
         vr, vm = noise or self._noise(cmap)
@@ -484,7 +484,7 @@ class GaussNewton(MapEstimator):
         h, w = ref.shape
         margin = int(math.ceil(np.max(np.abs(d0)))) + self.margin
         fit = min(h, w) - 2 * margin >= 8
-        refined = self._refine(ref, mov, d0, margin, cmap.meta.get("ref_spectrum")) if fit else (None, None, None)
+        refined = self._refine(ref, mov, d0, margin, cmap.reference_spectrum) if fit else (None, None, None)
         if refined[0] is None:
             return self._finish(cmap, peak, d0, noise=noise, value_std=vstd)
         if len(self._tapers) > 16:  # a taper + its spectrum per margin: ~2 MB each at 512²

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from drift_framework.pipeline import build_component
+from drift_framework.assembly import build_component
 from drift_framework.recipe import ComponentSpec
-from drift_framework.types import CorrelationMap, Shift
+from drift_framework.types import BatchDenoiser, CorrelationMap, Shift
 
 from . import weights
 
@@ -87,7 +87,7 @@ class DCNNRegressor:
         max_shift = self.p.get("max_shift_px")
         if max_shift is not None and math.hypot(*d) > max_shift:
             return self._within(cmap, max_shift)
-        raw = cmap.meta.get("raw", (cmap.reference, cmap.moving))
+        raw = cmap.raw if cmap.raw is not None else (cmap.reference, cmap.moving)
         if self.refiner is None:
             return Shift(float(d[0]), float(d[1]), sigma_net, _p_close(sigma_net), self.method,
                          {"sigma_network": sigma_net})
@@ -113,7 +113,7 @@ class DCNNRegressor:
 
         ref = check_image(reference, "reference")
         frames = [check_pair(ref, f)[1] for f in frames]
-        den = getattr(pipeline.denoiser, "denoise_batch", None)
+        den = pipeline.denoiser.denoise_batch if isinstance(pipeline.denoiser, BatchDenoiser) else None
         batch = int(self.p.get("batch_size") or 64)
         out = []
         ref_d = pipeline.denoiser.denoise(ref) if pipeline.denoiser is not None else ref
@@ -123,7 +123,7 @@ class DCNNRegressor:
             cmaps = []
             for raw, mov in zip(chunk, movs):
                 cm = pipeline.correlator.correlate(ref_d, mov)
-                cm.meta["raw"] = (ref, raw)
+                cm.raw = (ref, raw)
                 cmaps.append(cm)
             preds = self.predict(np.stack([self._window(c) for c in cmaps]))
             out += [self._finish(c, p) for c, p in zip(cmaps, preds)]

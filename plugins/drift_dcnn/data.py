@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from drift_framework.types import PairSource
+
 NOISE_KINDS = ("uniform", "gaussian", "poisson")
 
 
@@ -44,7 +46,7 @@ class PairStream:
 
     def __init__(self, source, noise: dict, seed: int):
         self.sources = list(source) if isinstance(source, (list, tuple)) else [source]
-        if not all(hasattr(s, "pairs") for s in self.sources):
+        if not all(isinstance(s, PairSource) for s in self.sources):
             raise ValueError("the training source cannot make pairs (it has no pairs() method)")
         self.noise = noise
         self.rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drift_framework.pipeline import build_component
+from drift_framework.assembly import build_component
 from drift_framework.recipe import ComponentSpec
 
 from . import weights

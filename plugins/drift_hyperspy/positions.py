@@ -42,7 +42,7 @@ class Shifts:
 def _pipeline(spec_key: str):
     import json
 
-    from drift_framework.pipeline import load_pipeline
+    from drift_framework.assembly import load_pipeline
 
     spec = json.loads(spec_key)
     return load_pipeline(spec)

@@ -64,7 +64,7 @@ def make_service(source, actuators: dict, limits: dict, journal: Journal | None 
     """The exposed microscope object (a class built here so Pyro5 is imported only when serving)."""
     import Pyro5.api
 
-    from drift_framework.loop import Limits
+    from drift_framework.limits import Limits
 
     from .transport import frame_to_wire
 
@@ -122,7 +122,7 @@ def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_r
     import Pyro5.api
     from Pyro5 import config
 
-    from drift_framework.loop import _close, build_hardware
+    from drift_framework.assembly import build_hardware, close_component
 
     if not is_loopback(host) and not allow_remote:
         raise ServeError(f"refusing to listen on {host}: not a loopback address; pass --allow-remote to expose "
@@ -150,6 +150,6 @@ def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_r
             daemon.requestLoop()
     finally:
         for component in (actuator, source):
-            _close(component)
+            close_component(component)
         if log_ is not None:
             log_.close()

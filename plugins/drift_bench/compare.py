@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report import save_figure
+from drift_framework.report import save_figure
 from .accuracy import REFERENCE, add_scheduler_argument, sweep
 from .metrics import summarize
 from .report import markdown_table, write_table
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 def settings(args) -> argparse.Namespace:
     cfg = dict(DEFAULTS)
     if args.recipe:
-        from ..recipe import load_recipe
+        from drift_framework.recipe import load_recipe
 
         bench = load_recipe(args.recipe, require_source=False).extra.get("bench") or {}
         unknown = set(bench) - set(DEFAULTS)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...loop import Limits
+from drift_framework.limits import Limits
 from .result import Result
 
 TOL = 1 + 1e-9
@@ -54,8 +54,8 @@ class JumpingSource:
 
 def loop_with_wild_estimates(work: Path, runs: int, result: Result, seed: int = 0) -> None:
     import drift_framework as df
-    from ...loop import build_hardware
-    from ...recipe import load_recipe
+    from drift_framework.assembly import build_hardware
+    from drift_framework.recipe import load_recipe
 
     rng = np.random.default_rng(seed)
     for k in range(runs):

@@ -26,7 +26,7 @@ run: {{frames: 100000, output: {output}, save_frames: true}}
 
 def check_run_file(path: Path) -> str | None:
     """None when the (killed) run file reads back consistently; else what is wrong."""
-    from ...store import read_run
+    from drift_framework.store import read_run
 
     try:
         run = read_run(path, frames=True)
@@ -66,7 +66,7 @@ def kill_runs(work: Path, kills: int, seed: int = 0) -> Result:
         if problem:
             result.fail(f"kill {k}: {problem}")
         else:
-            from ...store import read_run
+            from drift_framework.store import read_run
 
             steps.append(len(read_run(output)))
     if steps:

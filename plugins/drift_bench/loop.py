@@ -4,7 +4,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .. import loop as engine
+import drift_framework as df
 from .progress import progress_bar
 from .report import command_line, markdown_table, write_table
 
@@ -75,7 +75,7 @@ def run_bench(args) -> list[dict]:
         for scenario, pipeline, controller, strategy in todo:
             stage, delay = SCENARIOS[scenario]
             out = str(Path(tmp) / f"{len(rows)}.h5")
-            s = engine.run(recipe(args, pipeline, controller, stage, delay, out, strategy))
+            s = df.run(recipe(args, pipeline, controller, stage, delay, out, strategy))
             rows.append({"scenario": scenario, "pipeline": pipeline, "controller": controller,
                          "strategy": strategy, "frames": s.steps, "residual_rms_px": s.residual_rms_px,
                          "uncorrected_rms_px": s.uncorrected_rms_px, "measurement_rmse_px": s.measurement_rmse_px,

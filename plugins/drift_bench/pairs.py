@@ -1,15 +1,16 @@
 """Simulated pairs for benchmarks, from any source plugin that can make them (``source.pairs``)."""
 from __future__ import annotations
 
-from ..pipeline import build_component
-from ..recipe import _Doc, validate_component
+from typing import Any
+
+from drift_framework.assembly import build_source
+from drift_framework.types import PairSource
 
 
-def pair_source(plugin: str, **params):
+def pair_source(plugin: str, **params: Any) -> PairSource:
     """Build a frame source that has a ``pairs(n, seed=…)`` method (the simulator does)."""
-    spec = validate_component("source", {"plugin": plugin, **params}, ("source",), _Doc("<bench>"))
-    source = build_component(spec)
-    if not hasattr(source, "pairs"):
+    source = build_source(plugin, where="<bench>", **params)
+    if not isinstance(source, PairSource):
         raise ValueError(f"source {plugin!r} cannot make benchmark pairs (it has no pairs() method)")
     return source
 

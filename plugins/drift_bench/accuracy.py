@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from ..pipeline import load_pipeline
+from drift_framework.assembly import load_pipeline
 from .metrics import summarize, time_estimate
 from .pairs import add_source_arguments, pair_source, source_params
 from .progress import progress_bar

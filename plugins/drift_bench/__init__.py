@@ -1,4 +1,4 @@
-"""``drift bench``: accuracy, speed and simulator benchmarks.
+"""Built-in plugin: ``drift bench`` (accuracy, speed, simulator, loop) and ``drift compare``.
 
 Every accuracy number uses the metrics of the design brief: success (Euclidean
 error < 0.5 px), RMSE over successes, efficiency = RMSE / √mean(trace CRLB),
@@ -8,13 +8,23 @@ measured in the same run, pair by pair, because machines are noisy.
 """
 from __future__ import annotations
 
-from . import accuracy, faults, loop, sim, speed
+import argparse
+
+from drift_framework import hookimpl
+
+from . import accuracy, compare, loop, sim, speed
 from .report import write_table
 
-COMMANDS = {"accuracy": accuracy, "speed": speed, "sim": sim, "loop": loop, "faults": faults}
+COMMANDS = {"accuracy": accuracy, "speed": speed, "sim": sim, "loop": loop}
 
 
-def add_parser(sub) -> None:
+@hookimpl
+def drift_commands(subparsers: argparse._SubParsersAction) -> None:
+    add_parser(subparsers)
+    compare.add_parser(subparsers)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks: accuracy vs the Cramér–Rao bound, speed vs scikit-image, simulator")
     p.set_defaults(func=main)
     kinds = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -22,7 +32,7 @@ def add_parser(sub) -> None:
         module.add_arguments(kinds.add_parser(name, help=module.__doc__.strip().splitlines()[0]))
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     return COMMANDS[args.bench].run(args)
 
 

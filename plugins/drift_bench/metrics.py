@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ..types import FrameError
+from drift_framework.types import FrameError
 
 SUCCESS_PX = 0.5
 

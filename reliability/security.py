@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ...recipe import RecipeError, load_recipe
+from drift_framework.recipe import RecipeError, load_recipe
 from .result import Result
 
 

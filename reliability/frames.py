@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...pipeline import load_pipeline
-from ...types import Frame, FrameError
+from drift_framework.assembly import load_pipeline
+from drift_framework.types import Frame, FrameError
 from .result import Result
 
 
@@ -73,8 +73,8 @@ def through_loop(recipe_text: str, work, result: Result) -> None:
     """A closed-loop run per hostile frame kind: the hostile frame comes first (as the reference) in one run and
     mid-run in another; the run must finish, record it as a bad frame, and not move the actuator on it."""
     import drift_framework as df
-    from ...loop import build_hardware
-    from ...recipe import load_recipe
+    from drift_framework.assembly import build_hardware
+    from drift_framework.recipe import load_recipe
 
     recipe = load_recipe(recipe_text)
     good = None
@@ -133,8 +133,8 @@ run: {frames: 10, save_frames: true}
 
 def frame_suite(work) -> Result:
     """Every hostile frame as reference and as moving frame through every preset, then through the loop."""
-    from ...bench.pairs import pair_source
-    from ...registry import get_registry
+    from drift_bench.pairs import pair_source
+    from drift_framework.registry import get_registry
 
     work.mkdir(parents=True, exist_ok=True)
     presets = sorted(get_registry().presets)

@@ -1,7 +1,9 @@
 """Fault injection and fuzzing: recipes, frames, killed processes, flaky networks, full disks, limits, security.
 
-``drift bench faults`` runs every category and writes ``reliability.md`` (the table of cases tried and failures,
-which must be 0); ``--quick`` is the size the test suite runs, ``--long`` adds the 10 000-step run.
+Quality assurance of the project, not part of the installed package: it reads the checkout's ``configs/`` and
+needs the test extra (hypothesis). ``make reliability`` (``python -m reliability --long --out docs``) runs every
+category and writes ``docs/reliability.md`` (the table of cases tried and failures, which must be 0);
+``--quick`` is the size the test suite runs, ``--long`` adds the 10 000-step run.
 """
 from __future__ import annotations
 
@@ -9,8 +11,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..report import command_line
+import argparse
+import shlex
+import sys
+
 from .result import Result
+
+#: The checkout this suite belongs to (it fuzzes the shipped recipes under configs/).
+ROOT = Path(__file__).resolve().parents[1]
 
 #: What this suite found, and what was changed so that every category passes.
 FOUND_AND_FIXED = """\
@@ -53,9 +61,8 @@ def run_suite(work: Path, size: str = "full", *, only=None, long: bool = False, 
     from . import frames, limits, process, recipes, remote, security, storage
 
     n = SIZES[size]
-    root = Path(__file__).resolve().parents[3]
     suites = {
-        "recipes": lambda: recipes.fuzz(root, work / "recipes", n["recipes"], n["cli"], seed),
+        "recipes": lambda: recipes.fuzz(ROOT, work / "recipes", n["recipes"], n["cli"], seed),
         "frames": lambda: frames.frame_suite(work / "frames"),
         "process": lambda: process.kill_runs(work / "process", n["kills"], seed),
         "remote": lambda: remote.run_with_faults(work / "remote", n["restarts"], n["drops"], n["delays"], seed),
@@ -102,12 +109,17 @@ def write_report(results: list[Result], out: Path, command: str) -> Path:
     return path
 
 
-def run(args) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reliability [--quick] [--long] [--only …] [--out DIR]``."""
+    parser = argparse.ArgumentParser(prog="python -m reliability", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
     size = "quick" if args.quick else "full"
     only = set(args.only.split(",")) if args.only else None
     with tempfile.TemporaryDirectory(prefix="drift-faults-") as tmp:
         results = run_suite(Path(tmp), size, only=only, long=args.long, seed=args.seed)
-    path = write_report(results, Path(args.out), command_line("faults"))
+    command = "python -m reliability " + shlex.join(sys.argv[1:] if argv is None else argv)
+    path = write_report(results, Path(args.out), command.strip())
     for r in results:
         print(f"{r.category:16s} {r.cases:6d} cases {len(r.failures):4d} failures  {r.seconds:7.1f} s")
         for f in r.failures[:5]:
