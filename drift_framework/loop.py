@@ -24,7 +24,7 @@ from .limits import Limits
 from .pipeline import Pipeline, check_image
 from .policy import Actuation, CorrectionSchedule, ReferenceStrategy, Suspender
 from .recipe import Recipe, load_recipe
-from .registry import get_registry, plugin_versions
+from .registry import get_registry, plugin_versions, register_checked
 from .settings import RunSettings, TrackingRegion
 from .steps import Status, Step
 from .store import RunWriter, is_image, storable
@@ -110,9 +110,16 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
     n_frames = frames or settings.frames
     out = Path(output or settings.output.replace("{name}", recipe.name))
     pm = get_registry().plugin_manager
-    parts = build_run_components(recipe, source=source, actuator=actuator, pipeline=pipeline)
+    registered: list[str] = []
+    try:  # observers first: one with a misspelled hook is refused before any hardware is built
+        for observer in observers:
+            registered.append(register_checked(pm, observer))
+        parts = build_run_components(recipe, source=source, actuator=actuator, pipeline=pipeline)
+    except BaseException:
+        for name in registered:
+            pm.unregister(name=name)
+        raise
     ctx = RunContext(recipe, out, *parts)
-    registered = [pm.register(o) for o in observers]
     writer: RunWriter | None = None
     t0 = time.perf_counter()
     tally = RunTally()
@@ -123,7 +130,8 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
             else None
         first_image = storable(first.data)
         if settings.save_frames and first_image is None:
-            log.warning("frames are not stored: the first frame is not an image (%s)", _describe(first.data))
+            log.warning("frames are not stored: the first frame is not an image (%s)",
+                        f"shape {np.shape(first.data)}" if hasattr(first.data, "shape") else type(first.data).__name__)
         keep_frames = settings.save_frames and first_image is not None
         writer = RunWriter(out, overwrite=settings.overwrite, frame_shape=first_image.shape if keep_frames else None,
                            attrs={"recipe": recipe.text, "recipe_path": str(recipe.path), "name": recipe.name,
@@ -303,11 +311,6 @@ class Engine:
 def _vec(meta: dict, key: str) -> np.ndarray:
     v = meta.get(key)
     return np.asarray(v, float) if v is not None else np.full(2, np.nan)
-
-
-def _describe(data: Any) -> str:
-    shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
-    return f"shape {shape}, dtype {dtype}" if shape is not None else type(data).__name__
 
 
 def _notify(pm: Any, hook: str, **kwargs: Any) -> None:

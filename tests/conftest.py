@@ -25,7 +25,7 @@ def drift_cli(*args, env=None, cwd=None, timeout=300):
 def vendor_site(tmp_path_factory):
     """The test vendor packages, really installed (pip --target) into a site directory."""
     site = tmp_path_factory.mktemp("vendor_site")
-    for name in ("good_vendor", "broken_vendor", "clash_vendor"):
+    for name in ("good_vendor", "broken_vendor", "clash_vendor", "misspelled_vendor"):
         sub = site / name
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--target", str(sub), str(HERE / "plugins" / name)], check=True, capture_output=True)

@@ -288,3 +288,32 @@ def test_a_clock_that_goes_backwards_does_not_hold_corrections(tmp_path):
     source, actuator, _ = build_hardware(recipe)
     run = read_run(df.run(recipe, source=Restarted(source), actuator=actuator).output)
     assert set(run.steps["status"][6:]) == {1}
+
+
+def test_every_command_is_journaled_before_the_actuator_moves(tmp_path):
+    """The run file holds each command before the hardware gets it: a crash mid-move still shows what was sent."""
+    from drift_framework.assembly import build_hardware
+
+    recipe = df.load_recipe(_recipe(tmp_path, frames=12))
+    source, stage, _ = build_hardware(recipe)
+    out = tmp_path / "run.h5"
+
+    class Checked:
+        units, calibration = stage.units, stage.calibration
+
+        def __init__(self):
+            self.moves = 0
+
+        def move_by(self, command):
+            journal = read_run(out).journal
+            assert len(journal["index"]) == self.moves + 1          # this command is already on disk
+            np.testing.assert_allclose(journal["command"][-1], command)
+            self.moves += 1
+            stage.move_by(command)
+
+    actuator = Checked()
+    run = read_run(df.run(recipe, source=source, actuator=actuator).output)
+    corrected = run.steps["status"] == df.Status.CORRECTED
+    assert actuator.moves == corrected.sum() >= 8
+    np.testing.assert_array_equal(run.journal["index"], run.steps["index"][corrected])
+    np.testing.assert_allclose(run.journal["command"], run.steps["command"][corrected])

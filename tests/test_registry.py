@@ -86,3 +86,43 @@ def test_example_vendor_template_installs_lists_and_passes_its_tests(tmp_path):
                            capture_output=True, text=True, env=dict(os.environ, **env), cwd=tmp_path)
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "4 passed" in tests.stdout
+
+
+def test_a_misspelled_hook_is_refused_with_a_message_naming_the_plugin(vendor_site):
+    env = {"PYTHONPATH": _pythonpath(vendor_site / "misspelled_vendor", vendor_site / "good_vendor"),
+           "COLUMNS": "200"}
+    out = drift_cli("plugins", env=env)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "vendor-ramp" in text and "vendor-zero" not in text
+    assert "plugin misspelled" in text and "drift_estimator (did you mean drift_estimators?)" in text
+
+
+def test_register_checked_refuses_unknown_hooks_in_process():
+    from drift_framework.registry import register_checked
+
+    class Observer:
+        @df.hookimpl
+        def drift_step_complete(self, run, step):  # drift_step_completed
+            pass
+
+    pm = get_registry().plugin_manager
+    with pytest.raises(RegistryError, match="drift_step_complete .did you mean drift_step_completed"):
+        register_checked(pm, Observer(), "typo-observer")
+    assert not pm.has_plugin("typo-observer")
+
+
+def test_run_files_record_plugin_versions_from_distribution_metadata(vendor_site, tmp_path):
+    import importlib.metadata
+
+    recipe = tmp_path / "vendor.yaml"
+    recipe.write_text("name: vendor\nsource: {plugin: vendor-ramp, size: 64}\npipeline: ncc-peak\n"
+                      f"run: {{frames: 3, output: {tmp_path / 'v.h5'}}}\n")
+    out = drift_cli("run", str(recipe), "-q", env={"PYTHONPATH": _pythonpath(vendor_site / "good_vendor")})
+    assert out.returncode == 0, out.stderr
+    import json
+
+    versions = json.loads(df.read_run(tmp_path / "v.h5").attrs["versions"])
+    assert versions["drift-goodvendor"] == "1.2.3"
+    assert versions["drift_classical"] == importlib.metadata.version("drift_framework")
+    assert "unknown" not in versions.values()
