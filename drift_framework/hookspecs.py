@@ -4,13 +4,25 @@ A plugin is a module (or an installed package exposing one through the
 ``drift_framework`` entry-point group) with functions decorated by
 :data:`drift_framework.hookimpl`.  Component hooks are named by the plural of
 what they provide and return a list of :class:`~drift_framework.types.Component`
-registrations; the loop calls the observer hooks while a run progresses.
+registrations; the loop calls the observer hooks while a run progresses.  A
+function named like a hook that is not one (``drift_estimator``) is refused
+when the plugin loads, with a message naming the plugin.
 
-Built-in plugins under ``plugins/`` use exactly these hooks.
+Built-in plugins under ``plugins/`` use exactly these hooks.  Every example
+below runs as written (the test suite runs them).
 """
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .loop import RunContext
+    from .steps import Step
+    from .summary import RunSummary
+    from .types import Component, Preset, Trainer
 
 PROJECT = "drift_framework"
 
@@ -24,7 +36,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def drift_frame_sources():
+def drift_frame_sources() -> list[Component]:
     """Register frame sources (microscopes, files, simulators).
 
     :return: a list of :class:`~drift_framework.types.Component`; each factory
@@ -32,13 +44,17 @@ def drift_frame_sources():
 
     Example::
 
+        import numpy as np
         from drift_framework import hookimpl, Component, Param, Frame
 
         class Camera:
             def __init__(self, params, context):
-                self.exposure = params["exposure_s"]
+                self.exposure, self.index = params["exposure_s"], 0
             def acquire(self):
-                return Frame(data=my_sdk.grab(self.exposure))
+                image = np.random.default_rng(self.index).poisson(10, (64, 64))  # your SDK's grab()
+                self.index += 1
+                return Frame(data=image.astype(np.float32), index=self.index - 1,
+                             time_s=self.index * self.exposure)
             def close(self):
                 pass
 
@@ -51,13 +67,22 @@ def drift_frame_sources():
 
 
 @hookspec
-def drift_denoisers():
+def drift_denoisers() -> list[Component]:
     """Register denoisers applied to both frames before correlation.
 
     :return: a list of :class:`~drift_framework.types.Component`; each factory
         returns an object with ``denoise(image) -> image`` (same shape, float32).
 
     Example::
+
+        from scipy import ndimage
+        from drift_framework import hookimpl, Component, Param
+
+        class BoxDenoiser:
+            def __init__(self, size):
+                self.size = size
+            def denoise(self, image):
+                return ndimage.uniform_filter(image, self.size)
 
         @hookimpl
         def drift_denoisers():
@@ -67,13 +92,24 @@ def drift_denoisers():
 
 
 @hookspec
-def drift_correlators():
+def drift_correlators() -> list[Component]:
     """Register correlators: two images in, a :class:`~drift_framework.types.CorrelationMap` out.
 
     :return: a list of :class:`~drift_framework.types.Component`; each factory
         returns an object with ``correlate(reference, moving) -> CorrelationMap``.
 
     Example::
+
+        import numpy as np
+        from drift_framework import hookimpl, Component, CorrelationMap
+
+        class MyCorrelator:
+            def correlate(self, reference, moving):
+                # circular cross-correlation; zero lag in the middle of the map
+                spectrum = np.conj(np.fft.fft2(reference)) * np.fft.fft2(moving)
+                data = np.fft.fftshift(np.fft.ifft2(spectrum).real)
+                center = (data.shape[0] // 2, data.shape[1] // 2)
+                return CorrelationMap(data, center, reference, moving, kind="my-xcorr")
 
         @hookimpl
         def drift_correlators():
@@ -83,7 +119,7 @@ def drift_correlators():
 
 
 @hookspec
-def drift_estimators():
+def drift_estimators() -> list[Component]:
     """Register shift estimators: a correlation map in, a :class:`~drift_framework.types.Shift` out.
 
     Estimators honour a ``max_shift_px`` parameter where it makes sense and
@@ -94,6 +130,23 @@ def drift_estimators():
 
     Example::
 
+        import numpy as np
+        from drift_framework import hookimpl, Component, Param, Shift
+
+        class Argmax:
+            def __init__(self, max_shift_px):
+                self.max_shift_px = max_shift_px
+            def estimate(self, cmap):
+                data = cmap.data
+                if self.max_shift_px is not None:
+                    yy, xx = np.indices(data.shape)
+                    far = np.hypot(yy - cmap.center[0], xx - cmap.center[1]) > self.max_shift_px
+                    data = np.where(far, -np.inf, data)
+                y, x = np.unravel_index(np.argmax(data), data.shape)
+                # an integer peak: uniform error within ±½ px per axis
+                return Shift(float(y - cmap.center[0]), float(x - cmap.center[1]),
+                             sigma=np.sqrt(2 / 12), confidence=0.0, method="argmax")
+
         @hookimpl
         def drift_estimators():
             return [Component("argmax", lambda p, ctx: Argmax(p["max_shift_px"]),
@@ -103,13 +156,22 @@ def drift_estimators():
 
 
 @hookspec
-def drift_controllers():
+def drift_controllers() -> list[Component]:
     """Register controllers that turn drift measurements into field-of-view targets.
 
     :return: a list of :class:`~drift_framework.types.Component`; each factory
         returns an object following :class:`~drift_framework.types.Controller`.
 
     Example::
+
+        import numpy as np
+        from drift_framework import hookimpl, Component
+
+        class Follow:
+            def update(self, time_s, drift_px, sigma_px, fov_px, next_time_s):
+                return np.asarray(drift_px, float)  # put the field of view where the content went
+            def reset(self):
+                pass
 
         @hookimpl
         def drift_controllers():
@@ -119,10 +181,10 @@ def drift_controllers():
 
 
 @hookspec
-def drift_actuators():
+def drift_actuators() -> list[Component]:
     """Register actuators (stages, beam/image shifts) that move the field of view.
 
-    The engine clips every command to the recipe's ``limits`` before calling
+    The engine clips every command to the recipe's ``limits`` and records it in the run file before calling
     ``move_by``; an actuator may enforce its own hardware limits too.
 
     :return: a list of :class:`~drift_framework.types.Component`; each factory
@@ -130,20 +192,35 @@ def drift_actuators():
 
     Example::
 
+        import numpy as np
+        from drift_framework import hookimpl, Component, Param
+
+        class MyStage:
+            units = "nm"
+            def __init__(self, params, context):
+                self.calibration = np.eye(2) * params["nm_per_px"]  # (dy, dx) px -> nm
+                self.position = np.zeros(2)
+            def move_by(self, command):
+                self.position = self.position + command  # your SDK's relative move
+            def close(self):
+                pass
+
         @hookimpl
         def drift_actuators():
-            return [Component("my-stage", MyStage, {"speed": Param("float", 1.0, gt=0)},
+            return [Component("my-stage", MyStage, {"nm_per_px": Param("float", 0.05, gt=0)},
                               "The stage of my microscope, in nm")]
     """
 
 
 @hookspec
-def drift_presets():
+def drift_presets() -> list[Preset]:
     """Register named pipelines that ``load_pipeline(name)`` and recipes can use.
 
     :return: a list of :class:`~drift_framework.types.Preset`.
 
     Example::
+
+        from drift_framework import hookimpl, Preset
 
         @hookimpl
         def drift_presets():
@@ -154,13 +231,19 @@ def drift_presets():
 
 
 @hookspec
-def drift_trainers():
+def drift_trainers() -> list[Trainer]:
     """Register trainers that ``drift train NAME RECIPE`` runs (learned components train this way).
 
     :return: a list of :class:`~drift_framework.types.Trainer`; ``run(recipe, options)`` trains
         from a validated recipe whose ``train`` section follows ``params``, and returns a dict of results.
 
     Example::
+
+        from drift_framework import hookimpl, Param, Trainer
+
+        def train_my_model(recipe, options):
+            batches = recipe.extra["train"]["batches"]
+            return {"batches": batches, "loss": 0.0}
 
         @hookimpl
         def drift_trainers():
@@ -170,13 +253,15 @@ def drift_trainers():
 
 
 @hookspec
-def drift_commands(subparsers):
+def drift_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add sub-commands to the ``drift`` command line (``drift correct`` comes from a plugin this way).
 
     :param subparsers: the ``argparse`` sub-parser collection; set ``func`` to a callable taking the parsed
         arguments and returning an exit status.  Import heavy libraries inside ``func``, not here.
 
     Example::
+
+        from drift_framework import hookimpl
 
         @hookimpl
         def drift_commands(subparsers):
@@ -191,7 +276,7 @@ def drift_commands(subparsers):
 
 
 @hookspec
-def drift_run_started(run):
+def drift_run_started(run: RunContext) -> None:
     """A closed-loop run is about to acquire its first frame.
 
     :param run: the :class:`~drift_framework.loop.RunContext` (recipe, output
@@ -200,6 +285,8 @@ def drift_run_started(run):
 
     Example::
 
+        from drift_framework import hookimpl
+
         @hookimpl
         def drift_run_started(run):
             print("recording to", run.output)
@@ -207,13 +294,15 @@ def drift_run_started(run):
 
 
 @hookspec
-def drift_step_completed(run, step):
+def drift_step_completed(run: RunContext, step: Step) -> None:
     """A step was recorded.
 
     :param run: the :class:`~drift_framework.loop.RunContext`.
-    :param step: the :class:`~drift_framework.loop.Step` just written to the run file.
+    :param step: the :class:`~drift_framework.steps.Step` just written to the run file.
 
     Example::
+
+        from drift_framework import hookimpl
 
         @hookimpl
         def drift_step_completed(run, step):
@@ -223,13 +312,15 @@ def drift_step_completed(run, step):
 
 
 @hookspec
-def drift_run_finished(run, summary):
+def drift_run_finished(run: RunContext, summary: RunSummary) -> None:
     """The run ended (normally, on a stop request, on Ctrl-C or on an error).
 
     :param run: the :class:`~drift_framework.loop.RunContext`.
-    :param summary: the :class:`~drift_framework.loop.RunSummary`.
+    :param summary: the :class:`~drift_framework.summary.RunSummary`.
 
     Example::
+
+        from drift_framework import hookimpl
 
         @hookimpl
         def drift_run_finished(run, summary):

@@ -1,0 +1,102 @@
+"""The component contract kit (drift_framework.testing) over every registered built-in component and the
+example vendor's: the checks a vendor runs on a plugin are the checks the built-ins pass."""
+import sys
+
+import numpy as np
+import pytest
+
+from drift_framework.assembly import build_component
+from drift_framework.recipe import validate_component
+from drift_framework.registry import BUILTIN_PLUGINS, get_registry
+from drift_framework.testing import ContractError, check_component, lattice_pair
+from drift_framework.types import BuildContext
+from drift_framework.yamldoc import YamlDoc
+
+from conftest import ROOT
+
+BUILTINS = [(kind, name) for kind, entries in get_registry().components.items() for name, e in sorted(entries.items())
+            if e.package in BUILTIN_PLUGINS]
+
+
+def _spec(kind, name, **params):
+    return validate_component(kind, {"plugin": name, **params}, (kind,), YamlDoc("<contract>"))
+
+
+def _estimator_parts(name):
+    """The correlator (and denoiser) of the first preset that uses estimator ``name``; else NCC."""
+    for preset, _ in get_registry().presets.values():
+        spec = preset.pipeline
+        if spec["estimator"]["plugin"] == name:
+            denoiser = build_component(_spec("denoiser", **_plugin(spec.get("denoiser", "none"))))
+            return {"correlator": build_component(_spec("correlator", **_plugin(spec["correlator"]))),
+                    "denoiser": denoiser}
+    return {"correlator": build_component(_spec("correlator", "ncc")), "denoiser": None}
+
+
+def _plugin(spec):
+    spec = {"plugin": spec} if isinstance(spec, str) else dict(spec)
+    return {"name": spec.pop("plugin"), **spec}
+
+
+@pytest.fixture(scope="module")
+def hardware(tmp_path_factory):
+    """What sources and actuators need: a simulator to share, a recorded stack, a real `drift serve`."""
+    import hyperspy.api as hs
+
+    from test_pyro5 import SERVED, Server, _free_port
+
+    work = tmp_path_factory.mktemp("contracts")
+    simulator = build_component(_spec("source", "simulator", shape=[64, 64]))
+    stack = np.stack([simulator.acquire().data for _ in range(4)])
+    hs.signals.Signal2D(stack).save(work / "stack.hspy")
+    (work / "served.yaml").write_text(SERVED)
+    server = Server(work / "served.yaml", _free_port()).start()
+    yield {"simulator": simulator, "stack": str(work / "stack.hspy"), "uri": server.uri}
+    server.stop()
+
+
+def _build(kind, name, hardware):
+    params = {"path": hardware["stack"]} if name == "hyperspy" else {}
+    if name == "pyro5":
+        params = {"uri": hardware["uri"], "timeout_s": 5}
+    context = BuildContext(source=hardware["simulator"]) if kind == "actuator" else BuildContext()
+    return build_component(_spec(kind, name, **params), context)
+
+
+@pytest.mark.parametrize("kind, name", BUILTINS, ids=[f"{k}:{n}" for k, n in BUILTINS])
+def test_builtin_component_keeps_its_contract(kind, name, hardware):
+    component = _build(kind, name, hardware)
+    check_component(kind, component, **(_estimator_parts(name) if kind == "estimator" else {}))
+
+
+def test_every_kind_has_built_ins_under_contract():
+    assert {kind for kind, _ in BUILTINS} == {"source", "denoiser", "correlator", "estimator", "controller",
+                                                "actuator"}
+
+
+def test_the_example_vendor_keeps_the_contracts(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "docs" / "plugins" / "example-vendor"))
+    from drift_acme import plugin
+
+    (camera,) = plugin.drift_frame_sources()
+    (stage,) = plugin.drift_actuators()
+    check_component("source", camera.factory({"address": "acme://contract", "size": 64}, None))
+    check_component("actuator", stage.factory({"address": "acme://contract"}, None))
+    sys.modules.pop("drift_acme", None)
+
+
+def test_a_broken_component_fails_with_a_message_naming_the_rule():
+    class Backwards:  # reports the shift with scikit-image's sign
+        def estimate(self, cmap):
+            from drift_framework import Shift
+
+            return Shift(-1.3, 0.7, 0.01, 1.0)
+
+    class Ncc:
+        def correlate(self, reference, moving):
+            return build_component(_spec("correlator", "ncc")).correlate(reference, moving)
+
+    with pytest.raises(ContractError, match="Backwards: measured .-1.300, 0.700. for a true .1.3, -0.7."):
+        check_component("estimator", Backwards(), correlator=Ncc())
+    reference, moving = lattice_pair((0.0, 0.0))
+    assert reference.shape == moving.shape == (96, 96)
