@@ -7,12 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs install clean reliability
+.PHONY: demo test lint docs install clean reliability
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,docs]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,docs,lint]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)   # style and errors (ruff), types (mypy: core and plugins), import contracts (import-linter)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 reliability: $(STAMP)   # fault injection and fuzzing at the published sizes, with the 10 000-step run
 	$(BIN)/python -m reliability --long --out docs

@@ -5,7 +5,8 @@
 The stack (2000 × 512² float32 = 2.1 GB by default) is a dask array whose frames are rendered on demand from one
 lattice image shifted by a known drift plus noise; it is never in memory as a whole. The script measures the
 shifts (reference: previous, as the drift spans several lattice periods), writes the aligned stack to an .hspy file
-chunk by chunk, and reports the process's peak resident memory (``ru_maxrss``) next to the stack's size, and the error of the measured drift.
+chunk by chunk, and reports the process's peak resident memory (``ru_maxrss``) next to the stack's size, and the
+error of the measured drift.
 """
 from __future__ import annotations
 

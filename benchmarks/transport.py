@@ -56,7 +56,7 @@ def measure(size: int, serializer: str, seconds: float) -> dict:
             proxy.acquire()
             n, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds:
-                msg = proxy.acquire()
+                proxy.acquire()
                 n += 1
             dt = (time.perf_counter() - t0) / n
         nbytes = size * size * 4

@@ -12,17 +12,16 @@ need them, never here.
 """
 __version__ = "0.1.0"
 
+from .assembly import load_pipeline  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
-from .types import (REQUIRED, BuildContext, Component, CorrelationMap, Frame, FrameError, Param,  # noqa: E402
-                    Preset, Shift, Trainer)
+from .loop import run  # noqa: E402
+from .pipeline import Pipeline  # noqa: E402
 from .recipe import Recipe, RecipeError, load_recipe  # noqa: E402
 from .registry import RegistryError, get_registry  # noqa: E402
-from .pipeline import Pipeline  # noqa: E402
-from .assembly import load_pipeline  # noqa: E402
 from .steps import Status, Step  # noqa: E402
-from .summary import RunSummary  # noqa: E402
-from .loop import run  # noqa: E402
 from .store import read_run  # noqa: E402
+from .summary import RunSummary  # noqa: E402
+from .types import REQUIRED, BuildContext, Component, CorrelationMap, Frame, FrameError, Param, Preset, Shift, Trainer  # noqa: E402
 
 __all__ = [
     "__version__", "hookimpl", "Frame", "Shift", "CorrelationMap", "Component", "Param", "Preset", "REQUIRED",

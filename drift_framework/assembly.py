@@ -108,7 +108,7 @@ def build_run_components(recipe: Recipe, *, source: Any = None, actuator: Any = 
     return RunComponents(source, pipeline, controller, actuator)
 
 
-def load_pipeline(spec: "str | os.PathLike | dict", *, device: str | None = None) -> Pipeline:
+def load_pipeline(spec: str | os.PathLike | dict, *, device: str | None = None) -> Pipeline:
     """Build a pipeline from a preset name, a recipe path or a dict.
 
     Parameters

@@ -11,15 +11,20 @@ constant ``c`` are fitted together with ``M`` so slow drift does not bias the ca
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
+from numpy.typing import ArrayLike
 
 from .assembly import build_run_components, close_component
 from .limits import Limits
+from .recipe import Recipe
 from .types import FrameError
 
 __all__ = ["Calibration", "calibrate", "calibration_matrix", "fit_calibration", "read_calibration",
@@ -61,7 +66,7 @@ def step_pattern(step: float, radius: float, n: int) -> np.ndarray:
     return np.array(moves)
 
 
-def fit_calibration(positions, offsets, times, units: str = "") -> Calibration:
+def fit_calibration(positions: ArrayLike, offsets: ArrayLike, times: ArrayLike, units: str = "") -> Calibration:
     """Least-squares fit of ``offset = −M·p + v·t + c``; returns ``C = M⁻¹`` and its decomposition."""
     p, o, t = np.asarray(positions, float), np.asarray(offsets, float), np.asarray(times, float)
     if len(p) < 4:
@@ -88,8 +93,8 @@ def fit_calibration(positions, offsets, times, units: str = "") -> Calibration:
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
-def calibrate(recipe, *, steps: int = 12, step: float | None = None, radius: float | None = None,
-              progress=None) -> Calibration:
+def calibrate(recipe: Recipe, *, steps: int = 12, step: float | None = None, radius: float | None = None,
+              progress: Callable[[int, int], None] | None = None) -> Calibration:
     """Run a calibration with the recipe's source, pipeline and actuator (the engine's limits apply).
 
     ``step`` (actuator units) defaults to 2 px worth when the actuator works in nm and the frames carry a pixel
@@ -98,6 +103,7 @@ def calibrate(recipe, *, steps: int = 12, step: float | None = None, radius: flo
     if recipe.actuator is None:
         raise ValueError("the recipe has no actuator to calibrate")
     source, pipeline, controller, actuator = build_run_components(recipe)
+    assert recipe.limits is not None  # validated: an actuator section always has limits
     limits = Limits(**recipe.limits)
     try:
         previous = source.acquire()
@@ -130,7 +136,7 @@ def calibrate(recipe, *, steps: int = 12, step: float | None = None, radius: flo
     return fit_calibration(positions, offsets, times, units=getattr(actuator, "units", ""))
 
 
-def calibration_matrix(recipe, actuator) -> np.ndarray:
+def calibration_matrix(recipe: Recipe, actuator: Any) -> np.ndarray:
     """The 2×2 px → actuator-units matrix the engine uses: the recipe's calibration, else the actuator's own."""
     cal = recipe.calibration or {}
     if cal.get("file"):
@@ -143,7 +149,7 @@ def calibration_matrix(recipe, actuator) -> np.ndarray:
     return np.asarray(actuator.calibration, float)
 
 
-def write_calibration(cal: Calibration, path) -> Path:
+def write_calibration(cal: Calibration, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# written by `drift calibrate`; use it with actuator.calibration: {file: THIS_FILE}\n"
@@ -151,7 +157,7 @@ def write_calibration(cal: Calibration, path) -> Path:
     return path
 
 
-def read_calibration(path) -> np.ndarray:
+def read_calibration(path: str | os.PathLike) -> np.ndarray:
     """The 2×2 matrix from a calibration file (raises ValueError with the file name when it is unusable)."""
     path = Path(path)
     try:

@@ -8,13 +8,17 @@ import argparse
 import logging
 import math
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .summary import RunSummary
 
 EXIT_ERROR = 2
 
 
-def _cmd_run(args) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -38,7 +42,7 @@ def _cmd_run(args) -> int:
     return 0 if summary.stop_reason.startswith(("completed", "interrupted")) else 1
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary: RunSummary) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -64,12 +68,13 @@ def _print_summary(summary) -> None:
     Console().print(table)
 
 
-def _cmd_validate(args) -> int:
+def _cmd_validate(args: argparse.Namespace) -> int:
     from .assembly import build_component, build_run_components, close_component
     from .recipe import load_recipe, load_train_recipe
 
     if args.trainer:
         recipe, _ = load_train_recipe(args.recipe, args.trainer)
+        assert recipe.source is not None  # a training recipe always has one (load_train_recipe checks)
         if not args.no_build:
             close_component(build_component(recipe.source))
         print(f"{args.recipe}: ok (training recipe for {args.trainer}: source {recipe.source.plugin})")
@@ -78,13 +83,14 @@ def _cmd_validate(args) -> int:
     if not args.no_build:
         for part in build_run_components(recipe):
             close_component(part)
+    controller = recipe.controller.plugin if recipe.controller else "none"
     print(f"{args.recipe}: ok ({recipe.name}: {recipe.source.plugin if recipe.source else '-'} → "
-          f"{' → '.join(s.plugin for s in recipe.pipeline.values())} → {recipe.controller.plugin}"
+          f"{' → '.join(s.plugin for s in recipe.pipeline.values())} → {controller}"
           f"{' → ' + recipe.actuator.plugin if recipe.actuator else ''})")
     return 0
 
 
-def _cmd_plugins(args) -> int:
+def _cmd_plugins(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -123,7 +129,7 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
-def _cmd_calibrate(args) -> int:
+def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibration import calibrate, write_calibration
     from .recipe import load_recipe
 
@@ -136,7 +142,7 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
-def _cmd_report(args) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
     files = report(args.run, args.output)
@@ -144,7 +150,7 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def _cmd_train(args) -> int:
+def _cmd_train(args: argparse.Namespace) -> int:
     import json
 
     from .recipe import load_train_recipe
@@ -204,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,

@@ -17,10 +17,14 @@ import json
 import re
 import textwrap
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .types import COMPONENT_KINDS, REQUIRED, Param
+from .types import COMPONENT_KINDS, REQUIRED, Component, Param
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 KIND_TITLES = {"source": "Frame sources", "denoiser": "Denoisers", "correlator": "Correlators",
                "estimator": "Shift estimators", "controller": "Controllers", "actuator": "Actuators"}
@@ -34,7 +38,7 @@ EXAMPLE_LIMITS = {"max_step": 50.0, "travel": 1000.0}
 # --------------------------------------------------------------------------- #
 
 
-def _fmt(value) -> str:
+def _fmt(value: Any) -> str:
     if value is REQUIRED:
         return "**required**"
     return f"`{json.dumps(value, ensure_ascii=False)}`" if value is not None else "`null`"
@@ -87,7 +91,7 @@ def param_table(schema: Mapping[str, Param]) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def component_example(kind: str, name: str, component) -> dict:
+def component_example(kind: str, name: str, component: Component) -> dict:
     """The recipe fragment that uses component ``name`` of ``kind`` (a dict ready for YAML)."""
     params = {"plugin": name, **dict(component.example or {})}
     if kind in ("denoiser", "correlator", "estimator"):
@@ -97,11 +101,11 @@ def component_example(kind: str, name: str, component) -> dict:
     return {kind: params}
 
 
-def _yaml(data) -> str:
+def _yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
-def recipes_markdown(registry=None) -> str:
+def recipes_markdown(registry: Registry | None = None) -> str:
     """The recipe reference: top-level keys, ``run:``, the actuator's limits, every component, presets, trainers."""
     from .recipe import ACTUATOR_SCHEMA, RUN_SCHEMA
     from .registry import get_registry
@@ -169,7 +173,8 @@ def hook_names() -> list[str]:
 
 def _docstring_markdown(doc: str) -> str:
     """numpydoc/reST docstring → markdown: ``Example::`` blocks become fenced Python."""
-    lines, out, in_code = inspect.cleandoc(doc).splitlines(), [], False
+    lines, in_code = inspect.cleandoc(doc).splitlines(), False
+    out: list[str] = []
     for line in lines:
         if in_code and out[-1].endswith("```python") and not line.strip():
             continue  # the blank line after "Example::"
@@ -227,7 +232,7 @@ def cli_markdown() -> str:
     return "\n".join(out)
 
 
-def pages(registry=None) -> dict[str, str]:
+def pages(registry: Registry | None = None) -> dict[str, str]:
     """``{path below docs/: markdown}`` of every generated page."""
     return {"reference/recipes.md": recipes_markdown(registry), "reference/hooks.md": hooks_markdown(),
             "reference/cli.md": cli_markdown()}

@@ -12,8 +12,9 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class _Interrupt:
         self.ctx: RunContext = ctx
         self.previous: Any = None
 
-    def __enter__(self) -> "_Interrupt":
+    def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -128,12 +129,11 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
         first = parts.source.acquire()
         tracking = settings.tracking_region.resolve(parts.source, np.shape(first.data)) if settings.tracking_region \
             else None
-        first_image = storable(first.data)
+        first_image = storable(first.data) if settings.save_frames else None
         if settings.save_frames and first_image is None:
-            log.warning("frames are not stored: the first frame is not an image (%s)",
-                        f"shape {np.shape(first.data)}" if hasattr(first.data, "shape") else type(first.data).__name__)
-        keep_frames = settings.save_frames and first_image is not None
-        writer = RunWriter(out, overwrite=settings.overwrite, frame_shape=first_image.shape if keep_frames else None,
+            log.warning("frames are not stored: the first frame is not an image (%s)", type(first.data).__name__)
+        frame_shape = first_image.shape if first_image is not None else None
+        writer = RunWriter(out, overwrite=settings.overwrite, frame_shape=frame_shape,
                            attrs={"recipe": recipe.text, "recipe_path": str(recipe.path), "name": recipe.name,
                                   "versions": {"drift_framework": __version__, **plugin_versions()},
                                   "pipeline": parts.pipeline.describe(), "calibration": cal,
@@ -155,7 +155,7 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
                 frame_step = None
                 for step, image in engine.frame_steps(frame, parts.source, tracking):
                     frame_step = frame_step or step  # the frame's own step comes first, then its sub-scans
-                    writer.append(step.row(), storable(image) if keep_frames and image is not None else None)
+                    writer.append(step.row(), storable(image) if frame_shape else None)
                     tally.add(step)
                 assert frame_step is not None
                 if progress is not None:

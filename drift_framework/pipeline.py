@@ -9,7 +9,8 @@ Pipelines are built by :mod:`drift_framework.assembly` (``load_pipeline``).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

@@ -13,15 +13,16 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from .registry import RegistryError, get_registry
 from .settings import RUN_SCHEMA, RunSettings
-from .types import REQUIRED, Param, ParamError
+from .types import REQUIRED, Param, ParamError, Trainer
 from .yamldoc import RecipeError, YamlDoc, dotted_path, load_yaml
 
 __all__ = ["Recipe", "ComponentSpec", "RecipeError", "load_recipe", "load_train_recipe", "parse_recipe",
@@ -73,18 +74,18 @@ class Recipe:
 # --------------------------------------------------------------------------- #
 
 
-def _type_name(v) -> str:
+def _type_name(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def _as_float(value, path, doc) -> float:
+def _as_float(value: Any, path: tuple, doc: YamlDoc) -> float:
     try:
         return float(value)
     except OverflowError:
         raise doc.error(path, f"is too large ({len(str(value))} digits)") from None
 
 
-def _check_bounds(value, p: Param, path, doc):
+def _check_bounds(value: float, p: Param, path: tuple, doc: YamlDoc) -> None:
     if not math.isfinite(value):
         raise doc.error(path, f"must be a finite number, got {value}")
     for op, bound, ok in (
@@ -95,7 +96,7 @@ def _check_bounds(value, p: Param, path, doc):
             raise doc.error(path, f"must be {op} {bound:g}, got {value:g}")
 
 
-def validate_value(value, p: Param, path: tuple, doc: YamlDoc):
+def validate_value(value: Any, p: Param, path: tuple, doc: YamlDoc) -> Any:
     """Return ``value`` checked and normalized against ``p`` (raises RecipeError)."""
     if value is None:
         if p.nullable or (p.default is None and p.type != "mapping"):
@@ -176,7 +177,8 @@ def validate_mapping(value: Mapping, schema: Mapping[str, Param], path: tuple, d
     return out
 
 
-def validate_component(kind: str, spec, path: tuple, doc: YamlDoc, *, reserved: Mapping[str, Param] = None) -> ComponentSpec:
+def validate_component(kind: str, spec: Any, path: tuple, doc: YamlDoc, *,
+                       reserved: Mapping[str, Param] | None = None) -> ComponentSpec:
     """Validate ``{plugin: name, **params}`` for a component of ``kind``."""
     if isinstance(spec, str):
         spec = {"plugin": spec}
@@ -229,7 +231,7 @@ ACTUATOR_SCHEMA: dict[str, Param] = {"limits": _LIMITS, "calibration": _CALIBRAT
 _TOP = ("name", "description", "source", "pipeline", "controller", "actuator", "run", "train", "bench")
 
 
-def resolve_pipeline_spec(value, path: tuple, doc: YamlDoc) -> dict:
+def resolve_pipeline_spec(value: Any, path: tuple, doc: YamlDoc) -> dict:
     """Validate a pipeline: a preset name, or a mapping of denoiser/correlator/estimator (optionally on top of ``preset``)."""
     reg = get_registry()
     if isinstance(value, str):
@@ -265,7 +267,7 @@ def resolve_pipeline_spec(value, path: tuple, doc: YamlDoc) -> dict:
     return out
 
 
-def parse_recipe(data, doc: YamlDoc, *, text: str = "", require_source: bool = True) -> Recipe:
+def parse_recipe(data: Any, doc: YamlDoc, *, text: str = "", require_source: bool = True) -> Recipe:
     """Validate recipe data already loaded from YAML."""
     if not isinstance(data, dict):
         raise doc.error((), f"a recipe must be a mapping, got {_type_name(data)}")
@@ -306,7 +308,7 @@ def parse_recipe(data, doc: YamlDoc, *, text: str = "", require_source: bool = T
                   extra={k: data[k] for k in ("description", "train", "bench") if k in data})
 
 
-def load_recipe(path_or_text, *, require_source: bool = True) -> Recipe:
+def load_recipe(path_or_text: str | os.PathLike | dict, *, require_source: bool = True) -> Recipe:
     """Load and validate a recipe from a path, a YAML string or a dict.
 
     Raises
@@ -335,7 +337,7 @@ def load_recipe(path_or_text, *, require_source: bool = True) -> Recipe:
     return parse_recipe(data, doc, text=text, require_source=require_source)
 
 
-def load_train_recipe(path, trainer_name: str):
+def load_train_recipe(path: str | os.PathLike, trainer_name: str) -> tuple[Recipe, Trainer]:
     """Load a training recipe: ``source`` (makes pairs) and a ``train`` section validated by the trainer's schema.
 
     Returns ``(recipe, trainer)``.

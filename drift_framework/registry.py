@@ -15,6 +15,7 @@ import importlib.metadata
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pluggy
@@ -105,7 +106,7 @@ class Registry:
         except KeyError:
             raise RegistryError(_unknown("pipeline preset", name, self.presets)) from None
 
-    def trainer(self, name: str):
+    def trainer(self, name: str) -> tuple[Trainer, str]:
         """Return ``(trainer, package)`` for a trainer name."""
         try:
             return self.trainers[name]
@@ -116,7 +117,7 @@ class Registry:
         return sorted(self.components[kind])
 
 
-def _unknown(what: str, name: str, available) -> str:
+def _unknown(what: str, name: str, available: Iterable[str]) -> str:
     names = sorted(available)
     msg = f"unknown {what} {name!r}"
     close = difflib.get_close_matches(str(name), names, n=1)
@@ -219,7 +220,7 @@ def _collect(pm: pluggy.PluginManager, reg: Registry) -> None:
                 _add(reg, kind, item, plugin, package)
 
 
-def _add(reg: Registry, kind: str, item, plugin: str, package: str) -> None:
+def _add(reg: Registry, kind: str, item: object, plugin: str, package: str) -> None:
     if kind == "trainer":
         if not isinstance(item, Trainer):
             reg.broken.append((plugin, package, f"drift_trainers returned {type(item).__name__}, not Trainer"))

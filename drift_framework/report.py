@@ -6,14 +6,16 @@ shows without looking at it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .store import STATUS, read_run
+from .store import STATUS, RunData, read_run
 
 
-def _figure(rows: int, title: str):
+def _figure(rows: int, title: str) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +26,7 @@ def _figure(rows: int, title: str):
     return fig, axes[:, 0]
 
 
-def save_figure(fig, path: Path, panels: list[str]) -> Path:
+def save_figure(fig: Any, path: Path, panels: list[str]) -> Path:
     """Save a PNG whose text metadata lists its panels (``Panels``: JSON), then close the figure."""
     import matplotlib.pyplot as plt
 
@@ -40,7 +42,7 @@ def _frame_rows(steps: dict) -> np.ndarray:
     return np.ones(len(steps["index"]), bool) if region is None else region == 0
 
 
-def trajectories(run, path: Path) -> Path:
+def trajectories(run: RunData, path: Path) -> Path:
     s = run.steps
     i = s["index"]
     f = _frame_rows(s)  # truth and field of view per frame; measurements from every row (sub-scans too)
@@ -68,7 +70,7 @@ def trajectories(run, path: Path) -> Path:
     return save_figure(fig, path, panels)
 
 
-def commands(run, path: Path) -> Path:
+def commands(run: RunData, path: Path) -> Path:
     s = run.steps
     i = s["index"]
     fig, ax = _figure(3, f"{run.attrs.get('name', '')}: commands and estimates")
@@ -87,7 +89,7 @@ def commands(run, path: Path) -> Path:
     return save_figure(fig, path, ["commands", "sigma", "confidence"])
 
 
-def report(run_path, out_dir=None) -> dict:
+def report(run_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict:
     """Write ``NAME-trajectories.png``, ``NAME-commands.png`` and ``NAME-report.md``; returns their paths."""
     run = read_run(run_path)
     if len(run) == 0:

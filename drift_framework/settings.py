@@ -1,8 +1,9 @@
 """The ``run:`` section of a recipe: its schema, and the frozen :class:`RunSettings` the engine reads."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from .types import Param, RegionSource
 
@@ -48,7 +49,7 @@ class TrackingRegion:
     position: tuple[float, float] | None = None
     per_frame: int = 1
 
-    def resolve(self, source: Any, frame_shape: tuple) -> "TrackingRegion":
+    def resolve(self, source: Any, frame_shape: tuple) -> TrackingRegion:
         """The region with its position resolved for ``frame_shape``; a clear error when it cannot run."""
         if not isinstance(source, RegionSource):
             raise ValueError(f"run.tracking_region: the source {type(source).__name__} cannot acquire regions "
@@ -86,7 +87,7 @@ class RunSettings:
     tracking_region: TrackingRegion | None = None
 
     @classmethod
-    def from_mapping(cls, run: Mapping[str, Any]) -> "RunSettings":
+    def from_mapping(cls, run: Mapping[str, Any]) -> RunSettings:
         """Settings from a validated ``run:`` mapping (missing keys take the schema's defaults)."""
         values = {k: p.default for k, p in RUN_SCHEMA.items()}
         values.update(run)

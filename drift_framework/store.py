@@ -21,8 +21,8 @@ import resource
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -61,7 +61,8 @@ class RunWriter:
         Replace an existing file.
     """
 
-    def __init__(self, path, *, attrs: dict | None = None, frame_shape=None, overwrite: bool = True):
+    def __init__(self, path: str | os.PathLike, *, attrs: dict | None = None, frame_shape: tuple | None = None,
+                 overwrite: bool = True):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise StoreError(f"{self.path} exists; set run.overwrite: true or choose another output")
@@ -238,7 +239,7 @@ class RunData:
         return len(self.steps["index"])
 
 
-def read_run(path, *, frames: bool = False) -> RunData:
+def read_run(path: str | os.PathLike, *, frames: bool = False) -> RunData:
     """Read a run file, finished, still being written, or left by a killed run.
 
     Raises

@@ -12,12 +12,26 @@ Each ``check_*`` raises :class:`ContractError` (an ``AssertionError``) naming th
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from .types import (MIN_SIZE, Actuator, BatchDenoiser, Closeable, Controller, CorrelationMap, Correlator, Denoiser,
-                    Frame, FrameSource, RegionSource, Shift, ShiftEstimator)
+from .types import (
+    MIN_SIZE,
+    Actuator,
+    BatchDenoiser,
+    Closeable,
+    Controller,
+    CorrelationMap,
+    Correlator,
+    Denoiser,
+    Frame,
+    FrameSource,
+    RegionSource,
+    Shift,
+    ShiftEstimator,
+)
 
 __all__ = ["ContractError", "lattice_pair", "check_source", "check_denoiser", "check_correlator", "check_estimator",
            "check_controller", "check_actuator", "check_component", "CHECKS"]
@@ -64,7 +78,7 @@ def check_source(source: Any, *, frames: int = 3) -> list[Frame]:
     ``acquire_region`` (when offered) gives the shape asked for.  Returns the frames."""
     _require(isinstance(source, FrameSource) or callable(getattr(source, "acquire", None)), source,
              "a frame source needs acquire()")
-    got = []
+    got: list[Frame] = []
     for _ in range(frames):
         frame = source.acquire()
         _require(isinstance(frame, Frame), source, f"acquire() must return a Frame, got {type(frame).__name__}")
@@ -127,8 +141,9 @@ def check_estimator(estimator: Any, correlator: Any, denoiser: Any = None, *,
                     shift: tuple[float, float] = (1.3, -0.7)) -> Shift:
     """On an easy lattice pair, ``estimate`` finds the shift with the project's sign, within half a pixel (the
     project's success criterion) or its own stated uncertainty (3 σ) if that is larger, with σ ≥ 0 and
-    0 ≤ confidence ≤ 1 (or NaN: not known).  (Whether σ is calibrated is a statistical property: ``drift bench accuracy`` measures it.)  ``correlator`` (and ``denoiser``) make the
-    map the estimator reads (the correlator of a preset that uses it).  Returns the :class:`Shift`."""
+    0 ≤ confidence ≤ 1 (or NaN: not known).  Whether σ is calibrated is a statistical property, which
+    ``drift bench accuracy`` measures.  ``correlator`` (and ``denoiser``) make the map the estimator reads (the
+    correlator of a preset that uses it).  Returns the :class:`Shift`."""
     _require(isinstance(estimator, ShiftEstimator), estimator, "an estimator needs estimate(cmap)")
     reference, moving = lattice_pair(shift)
     raw = (reference, moving)

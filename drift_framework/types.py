@@ -17,8 +17,9 @@ core only relies on these methods.  Optional capabilities (regions, pairs, batch
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -175,7 +176,7 @@ class Pair:
     reference: np.ndarray
     moving: np.ndarray
     shift: np.ndarray
-    crlb: np.ndarray
+    crlb: np.ndarray | None
     clean_reference: np.ndarray | None = None
     clean_moving: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
@@ -220,9 +221,9 @@ class Param:
     choices: Sequence[Any] | None = None
     nullable: bool = False
     length: int | None = None
-    fields: Mapping[str, "Param"] | None = None
-    variants: Mapping[str, Mapping[str, "Param"]] | None = None
-    item: "Param | None" = None
+    fields: Mapping[str, Param] | None = None
+    variants: Mapping[str, Mapping[str, Param]] | None = None
+    item: Param | None = None
 
     def __post_init__(self):
         if self.type not in _PARAM_TYPES:
@@ -394,14 +395,14 @@ class PairSource(Protocol):
 
 
 @runtime_checkable
-class BatchDenoiser(Protocol):
-    """A denoiser that processes a stack ``(n, H, W)`` in one pass."""
+class BatchDenoiser(Denoiser, Protocol):
+    """A denoiser that also processes a stack ``(n, H, W)`` in one pass."""
 
     def denoise_batch(self, frames: np.ndarray) -> np.ndarray: ...
 
 
 @runtime_checkable
-class BatchEstimator(Protocol):
-    """An estimator that measures a whole stack against one reference itself (e.g. one network pass)."""
+class BatchEstimator(ShiftEstimator, Protocol):
+    """An estimator that also measures a whole stack against one reference itself (e.g. one network pass)."""
 
     def estimate_batch(self, pipeline: Any, reference: np.ndarray, frames: Sequence[np.ndarray]) -> list[Shift]: ...

@@ -66,9 +66,8 @@ def load_yaml(text: str, file: str) -> tuple[Any, YamlDoc]:
         raise RecipeError(f"invalid YAML: character {exc.character!r} is not allowed", file=file, line=line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"invalid YAML: {problem}", file=file, line=line) from None
+        raise RecipeError(f"invalid YAML: {problem}", file=file, line=mark.line + 1 if mark else None) from None
     if node is None:
         raise RecipeError("the recipe is empty", file=file, line=1)
     constructor = yaml.SafeLoader("")

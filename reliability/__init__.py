@@ -7,13 +7,12 @@ category and writes ``docs/reliability.md`` (the table of cases tried and failur
 """
 from __future__ import annotations
 
-import tempfile
-import time
-from pathlib import Path
-
 import argparse
 import shlex
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from .result import Result
 

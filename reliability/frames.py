@@ -8,6 +8,7 @@ import numpy as np
 
 from drift_framework.assembly import load_pipeline
 from drift_framework.types import Frame, FrameError
+
 from .result import Result
 
 

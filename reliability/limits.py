@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from drift_framework.limits import Limits
+
 from .result import Result
 
 TOL = 1 + 1e-9

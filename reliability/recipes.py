@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from drift_framework.recipe import RecipeError, load_recipe, load_train_recipe
+
 from .result import Result
 
 _TRAINER = re.compile(r"drift train (\w+)")

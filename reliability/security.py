@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from drift_framework.recipe import RecipeError, load_recipe
+
 from .result import Result
 
 
@@ -28,9 +29,9 @@ def _yaml_payloads(marker: Path) -> dict:
         "python/object/new": f"name: !!python/object/new:builtins.open ['{m}', 'w']\n",
         "python/name": "name: !!python/name:os.system\n",
         "python/module": "name: !!python/module:os\n",
-        "tagged mapping": f"source: !!python/object:builtins.dict {{plugin: simulator}}\nname: x\n",
+        "tagged mapping": "source: !!python/object:builtins.dict {plugin: simulator}\nname: x\n",
         "custom tag": "source: !microscope {plugin: simulator}\n",
-        "tag on a list": f"run: {{frames: 3}}\nsource: !!python/tuple [1, 2]\n",
+        "tag on a list": "run: {frames: 3}\nsource: !!python/tuple [1, 2]\n",
         "merge key": "base: &b {plugin: simulator}\nsource: {<<: *b}\n",
         "billion laughs": "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
                           "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"

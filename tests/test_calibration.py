@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
+from conftest import drift_cli
 
 import drift_framework as df
-from drift_framework.calibration import calibrate, fit_calibration, read_calibration, write_calibration
-
-from conftest import drift_cli
+from drift_framework.calibration import calibrate, fit_calibration, read_calibration
 
 RECIPE = """\
 name: cal

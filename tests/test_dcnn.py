@@ -4,15 +4,12 @@ import pickle
 
 import numpy as np
 import pytest
+import torch  # noqa: E402
+from conftest import drift_cli, simulator_source  # noqa: E402
 
 import drift_framework as df
-
-import torch  # noqa: E402
-
 from drift_dcnn import weights  # noqa: E402
 from drift_dcnn.models import DenoiserNet, RegressorNet, ncc_window  # noqa: E402
-
-from conftest import ROOT, drift_cli, simulator_source  # noqa: E402
 
 
 def test_models_accept_any_frame_size():

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from drift_framework import docgen, load_recipe
 from drift_framework.recipe import load_train_recipe
 from drift_framework.registry import BUILTIN_PLUGINS, get_registry
-
-from conftest import ROOT
 
 DOCS = ROOT / "docs"
 #: Hand-written pages whose snippets are checked (benchmarks/ are generated tables; plugins/ is a package).

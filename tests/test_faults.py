@@ -1,5 +1,5 @@
-"""The fault-injection and fuzz suite (``make reliability``, ``python -m reliability``) at the test suite's size: every category must end
-with zero failures. The full sizes (1000 recipe mutations, 20 kills, 20 server restarts …) run with
+"""The fault-injection and fuzz suite (``make reliability``, ``python -m reliability``) at the test suite's size:
+every category must end with zero failures. The full sizes (1000 recipe mutations, 20 kills, 20 server restarts …) run with
 ``make reliability`` and are published in docs/reliability.md."""
 import pytest
 

@@ -1,17 +1,14 @@
 import csv
 import warnings
 
+import hyperspy.api as hs  # noqa: E402
 import numpy as np
 import pytest
+from conftest import REAL_DATA, drift_cli, simulator_source  # noqa: E402
 
 import drift_framework as df
-
-import hyperspy.api as hs  # noqa: E402
-
 from drift_hyperspy import correct  # noqa: E402
 from drift_hyperspy.source import HyperSpyError, load_images  # noqa: E402
-
-from conftest import REAL_DATA, drift_cli, simulator_source  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 

@@ -13,8 +13,6 @@ import drift_framework as df
 from drift_framework.limits import Limits
 from drift_framework.store import read_run
 
-from conftest import ROOT
-
 
 def _recipe(tmp_path, frames=30, controller="kalman", extra_run=""):
     path = tmp_path / "loop.yaml"

@@ -1,5 +1,4 @@
 import datetime
-import os
 import signal
 import socket
 import subprocess
@@ -10,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import drift_cli
 
 import drift_framework as df
-
-from conftest import drift_cli
 
 SERVED = """\
 name: served
@@ -87,10 +85,10 @@ def test_remote_closed_loop_matches_the_local_run(server, tmp_path):
     local_path = tmp_path / "local.yaml"
     local_path.write_text(SERVED + f"run: {{frames: 25, output: {tmp_path / 'local.h5'}}}\n")
     local = df.run(local_path)
-    r, l = df.read_run(remote.output), df.read_run(local.output)
-    np.testing.assert_allclose(r.steps["offset"], l.steps["offset"], atol=1e-9)
-    np.testing.assert_allclose(r.steps["command"], l.steps["command"], atol=1e-12)
-    np.testing.assert_allclose(r.steps["true_offset"], l.steps["true_offset"], atol=1e-12)
+    r, loc = df.read_run(remote.output), df.read_run(local.output)
+    np.testing.assert_allclose(r.steps["offset"], loc.steps["offset"], atol=1e-9)
+    np.testing.assert_allclose(r.steps["command"], loc.steps["command"], atol=1e-12)
+    np.testing.assert_allclose(r.steps["true_offset"], loc.steps["true_offset"], atol=1e-12)
     assert remote.residual_rms_px == pytest.approx(local.residual_rms_px)
 
 
@@ -152,7 +150,7 @@ def test_only_exposed_methods_are_reachable(server):
         proxy._pyroSerializer = "marshal"
         assert "stage" in proxy.info()["actuators"]
         with pytest.raises(AttributeError):
-            proxy._applied
+            _ = proxy._applied
         with pytest.raises(AttributeError):
             proxy._actuator("stage")
 

@@ -1,12 +1,10 @@
 import textwrap
-from pathlib import Path
 
 import pytest
+from conftest import ROOT, drift_cli
 
 import drift_framework as df
 from drift_framework.recipe import load_recipe
-
-from conftest import ROOT, drift_cli
 
 GOOD = textwrap.dedent("""\
     name: t

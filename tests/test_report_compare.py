@@ -3,11 +3,10 @@ import json
 import math
 
 import numpy as np
+from conftest import drift_cli
 from PIL import Image
 
 import drift_framework as df
-
-from conftest import drift_cli
 
 
 def _panels(path):

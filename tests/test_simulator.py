@@ -2,14 +2,13 @@ import math
 
 import numpy as np
 import pytest
+from conftest import simulator_source
 from scipy import optimize
 
 import drift_framework as df
-from drift_simulator.drift import Jumps, Linear, RandomWalk, Settling, Sinusoidal, build_drift
+from drift_simulator.drift import Jumps, Linear, RandomWalk, Settling, Sinusoidal
 from drift_simulator.noise import add_noise, fisher_information
 from drift_simulator.specimen import LATTICES, Specimen
-
-from conftest import simulator_source
 
 
 def _naive_render(spec, origin, shape):
@@ -172,7 +171,7 @@ def test_crlb_matches_monte_carlo_ml_fit():
     estimates = []
     for _ in range(300):
         noisy = target + rng.normal(0, sigma, shape)
-        fit = optimize.least_squares(lambda d: (model(d) - noisy).ravel(), true, method="lm")
+        fit = optimize.least_squares(lambda d, noisy=noisy: (model(d) - noisy).ravel(), true, method="lm")
         estimates.append(fit.x)
     cov = np.cov(np.array(estimates).T)
     assert np.trace(cov) == pytest.approx(np.trace(bound), rel=0.2)

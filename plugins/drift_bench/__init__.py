@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
     kinds = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     for name, module in COMMANDS.items():
-        module.add_arguments(kinds.add_parser(name, help=module.__doc__.strip().splitlines()[0]))
+        module.add_arguments(kinds.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0]))
 
 
 def main(args: argparse.Namespace) -> int:

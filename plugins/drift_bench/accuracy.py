@@ -6,6 +6,7 @@ import functools
 import numpy as np
 
 from drift_framework.assembly import load_pipeline
+
 from .metrics import summarize, time_estimate
 from .pairs import add_source_arguments, pair_source, source_params
 from .progress import progress_bar
@@ -32,7 +33,7 @@ def add_scheduler_argument(p) -> None:
 
 def evaluate_detailed(pipelines: dict, pairs, on_pair=None) -> tuple[dict, list]:
     """Per-pair errors, sigmas and times of every pipeline (interleaved, so timings share the machine's state)."""
-    res = {name: {"err": [], "sigma": [], "sec": []} for name in pipelines}
+    res: dict[str, dict[str, list]] = {name: {"err": [], "sigma": [], "sec": []} for name in pipelines}
     bounds = []
     for p in pairs:
         bounds.append(float(np.trace(p.crlb)))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from drift_framework.report import save_figure
+
 from .accuracy import REFERENCE, add_scheduler_argument, sweep
 from .metrics import summarize
 from .report import markdown_table, write_table

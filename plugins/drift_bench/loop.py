@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import drift_framework as df
+
 from .progress import progress_bar
 from .report import command_line, markdown_table, write_table
 
@@ -14,7 +16,7 @@ SCENARIOS = {
 }
 
 #: Reference and schedule strategies compared with the Kalman controller on the ideal stage.
-STRATEGIES = {
+STRATEGIES: dict[str, dict[str, Any]] = {
     "reference: keyframe (1.5 %)": {"reference": "keyframe", "keyframe_shift": 0.015},
     "reference: first": {"reference": "first"},
     "reference: previous": {"reference": "previous"},
@@ -68,7 +70,7 @@ def cells(args) -> list[tuple[str, str, str, str]]:
 
 
 def run_bench(args) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     todo = cells(args)
     with tempfile.TemporaryDirectory() as tmp, progress_bar() as bar:
         task = bar.add_task("closed loop", total=len(todo))

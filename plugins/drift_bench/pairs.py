@@ -7,8 +7,8 @@ from drift_framework.assembly import build_source
 from drift_framework.types import PairSource
 
 
-def pair_source(plugin: str, **params: Any) -> PairSource:
-    """Build a frame source that has a ``pairs(n, seed=…)`` method (the simulator does)."""
+def pair_source(plugin: str, **params: Any) -> Any:
+    """Build a frame source that has a ``pairs(n, seed=…)`` method (a :class:`PairSource`; the simulator is one)."""
     source = build_source(plugin, where="<bench>", **params)
     if not isinstance(source, PairSource):
         raise ValueError(f"source {plugin!r} cannot make benchmark pairs (it has no pairs() method)")

@@ -1,7 +1,6 @@
 """Median time per pair and the ratio to scikit-image, per frame size, in one run."""
 from __future__ import annotations
 
-
 from .accuracy import REFERENCE, evaluate, load_with_reference
 from .pairs import add_source_arguments, pair_source, source_params
 from .report import command_line, markdown_table, write_table

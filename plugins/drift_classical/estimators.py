@@ -60,7 +60,8 @@ class MapEstimator:
         data = cmap.data
         mask = self.search_mask(cmap)
         masked = data if mask is None else np.where(mask, data, -np.inf)
-        best = np.unravel_index(int(np.argmax(masked)), data.shape)
+        flat = np.unravel_index(int(np.argmax(masked)), data.shape)
+        best = (int(flat[0]), int(flat[1]))
         if cmap.kind not in ("xcorr", "ncc"):  # phase correlation peaks are sharp: the highest wins
             return best
         # A peak sampled half a pixel off its top reads lower by about ½·(½)²·|curvature| per axis.
@@ -154,13 +155,18 @@ class Parabolic(MapEstimator):
     floor_px = 0.04
 
     def subpixel(self, cmap, peak):
-        d = np.array(peak, float) - cmap.center
-        for axis in (0, 1):
-            lo, c0, hi = _neighbours(cmap.data, peak, axis)
-            den = lo - 2 * c0 + hi
-            if den < 0:
-                d[axis] += float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
-        return d
+        return parabolic_subpixel(cmap, peak)
+
+
+def parabolic_subpixel(cmap: CorrelationMap, peak: tuple[int, int]) -> np.ndarray:
+    """The peak refined by a 3-point parabola per axis (a start for the refining estimators too)."""
+    d = np.array(peak, float) - cmap.center
+    for axis in (0, 1):
+        lo, c0, hi = _neighbours(cmap.data, peak, axis)
+        den = lo - 2 * c0 + hi
+        if den < 0:
+            d[axis] += float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
+    return d
 
 
 class Gaussian3(MapEstimator):
@@ -321,7 +327,7 @@ class UpsampledDFT(MapEstimator):
         self.factor = upsample_factor
 
     def subpixel(self, cmap, peak):
-        d0 = Parabolic.subpixel(self, cmap, peak)
+        d0 = parabolic_subpixel(cmap, peak)
         cp = cmap.cross_power
         if cp is None:
             cp = sfft.fft2(sfft.ifftshift(cmap.data), workers=WORKERS)
@@ -479,7 +485,7 @@ class GaussNewton(MapEstimator):
         noise = self._noise(cmap)
         vstd = self._value_std(cmap, noise)
         peak = self.find_peak(cmap, vstd)
-        d0 = Parabolic.subpixel(self, cmap, peak)
+        d0 = parabolic_subpixel(cmap, peak)
         ref, mov = cmap.reference, cmap.moving
         h, w = ref.shape
         margin = int(math.ceil(np.max(np.abs(d0)))) + self.margin
@@ -504,7 +510,7 @@ class GaussNewton(MapEstimator):
         d, cov = None, None
         if min(h, w) - 2 * margin >= 8:
             d, cov, _ = self._refine(reference, moving, d0, margin)
-        if d is None:
+        if d is None or cov is None:
             return Shift(float(d0[0]), float(d0[1]), math.nan, 0.0, self.method)
         sigma = unc.radial_sigma(cov, self.floor_px)
         return Shift(float(d[0]), float(d[1]), sigma, unc.confidence(1.0, sigma), self.method, {"cov": cov.tolist()})

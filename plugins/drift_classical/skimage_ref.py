@@ -5,10 +5,6 @@ the opposite sign of this project's convention; the sign is flipped here.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from drift_framework.types import CorrelationMap, Shift
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 from scipy.special import ndtr
 
+
 def noise_std(image: np.ndarray) -> float:
     """Fast white-noise std estimate (Immerkær 1996): robust to smooth image structure.
 

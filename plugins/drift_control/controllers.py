@@ -42,7 +42,7 @@ class LinearRate:
     hold the position it predicts for the next frame."""
 
     def __init__(self, history: int = 3):
-        self.points = deque(maxlen=history)
+        self.points: deque = deque(maxlen=history)
 
     def update(self, time_s, drift_px, sigma_px, fov_px, next_time_s):
         self.points.append((time_s, np.asarray(drift_px, float)))

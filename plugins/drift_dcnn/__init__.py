@@ -14,7 +14,7 @@ import os
 # Must be set before torch is first imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from drift_framework import REQUIRED, Component, Param, Preset, Trainer, hookimpl
+from drift_framework import Component, Param, Preset, Trainer, hookimpl
 
 __version__ = "0.1.0"
 

@@ -70,8 +70,8 @@ class PairStream:
                 idx = np.flatnonzero(which == k)
                 for i, p in zip(idx, src.pairs(len(idx), seed=seed + k, keep_clean=True, crlb=False)):
                     pairs[i] = p
-        out = {"reference": [], "moving": [], "clean_reference": [], "clean_moving": [], "shift": [], "level": [],
-               "kind": []}
+        keys = ("reference", "moving", "clean_reference", "clean_moving", "shift", "level", "kind")
+        out: dict[str, list] = {key: [] for key in keys}
         for p in pairs:
             kind = str(self.rng.choice(self.noise["kinds"]))
             level = self._level(kind)

@@ -20,7 +20,6 @@ from drift_framework.recipe import ComponentSpec
 from . import weights
 from .data import PairStream, validation_set
 
-
 # --------------------------------------------------------------------------- #
 # The shared loop
 # --------------------------------------------------------------------------- #
@@ -110,7 +109,7 @@ def _sources(spec: ComponentSpec, lattices):
     choices = get_registry().get(spec.kind, spec.plugin).component.params["lattice"].choices
     unknown = [name for name in lattices if choices and name not in choices]
     if unknown:
-        raise ValueError(f"train.lattices: unknown lattice(s) {unknown}; available: {', '.join(choices)}")
+        raise ValueError(f"train.lattices: unknown lattice(s) {unknown}; available: {', '.join(choices or ())}")
     return [build_component(ComponentSpec(spec.kind, spec.plugin, {**spec.params, "lattice": name}))
             for name in lattices], list(lattices)
 

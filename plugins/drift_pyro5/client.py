@@ -79,7 +79,7 @@ class RemoteActuator(_Remote):
                               f"(it has: {', '.join(info['actuators']) or 'none'})")
         self.units = info["actuators"][self.name]
         self.calibration = np.asarray(self.call("calibration", self.name), float)
-        self.sent = []
+        self.sent: list[tuple] = []
 
     def move_by(self, command) -> None:
         command_id = uuid.uuid4().hex

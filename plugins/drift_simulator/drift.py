@@ -108,7 +108,7 @@ class CompositeDrift:
 
 def build_drift(specs, frame_time_s: float, rng: np.random.Generator) -> CompositeDrift:
     """Build drift models from validated recipe specs (a list of ``{kind: …}`` mappings)."""
-    models = []
+    models: list = []
     per = 1.0 / frame_time_s
     for spec in specs:
         kind = spec["kind"]

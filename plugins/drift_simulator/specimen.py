@@ -45,7 +45,7 @@ class Specimen:
     def crystal(cls, rng: np.random.Generator, *, lattice: str = "hexagonal", spacing_px: float = 12.0,
                 rotation_deg: float = 0.0, size: tuple[int, int] = (1024, 1024), probe_sigma_px: float | None = None,
                 intensities=None, intensity_jitter: float = 0.0, vacancy_fraction: float = 0.0,
-                interstitial_fraction: float = 0.0, displacement_px: float = 0.0, origin=(0.0, 0.0)) -> "Specimen":
+                interstitial_fraction: float = 0.0, displacement_px: float = 0.0, origin=(0.0, 0.0)) -> Specimen:
         """Build a crystal filling a ``size`` (height, width) region.
 
         Parameters

@@ -28,7 +28,7 @@ class AcmeMicroscope:
         self._rng = np.random.default_rng(0)
 
     @classmethod
-    def connect(cls, address: str) -> "AcmeMicroscope":
+    def connect(cls, address: str) -> AcmeMicroscope:
         return cls(address)
 
     def grab(self, size: int = 128):

@@ -2,9 +2,9 @@
 from pathlib import Path
 
 import numpy as np
+from drift_acme.plugin import AcmeCamera, AcmeStage
 
 import drift_framework as df
-from drift_acme.plugin import AcmeCamera, AcmeStage
 
 HERE = Path(__file__).parent.parent
 
@@ -37,3 +37,11 @@ def test_recipe_runs(tmp_path):
     recipe = df.load_recipe(HERE / "acme.yaml")
     summary = df.run(recipe, output=tmp_path / "acme.h5")
     assert summary.steps == 40 and summary.corrected >= 35
+
+
+def test_components_keep_drift_frameworks_contracts():
+    """The same contract checks every built-in component passes (drift_framework.testing)."""
+    from drift_framework.testing import check_component
+
+    check_component("source", AcmeCamera({"address": "acme://contract", "size": 64}, None))
+    check_component("actuator", AcmeStage({"address": "acme://contract"}, None))
