@@ -19,7 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/drift plugins
-	$(BIN)/drift run configs/quickstart.yaml
+	$(BIN)/drift run configs/quickstart.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -149,6 +149,18 @@ def calibration_matrix(recipe: Recipe, actuator: Any) -> np.ndarray:
     return np.asarray(actuator.calibration, float)
 
 
+def calibration_origin(recipe: Recipe) -> str:
+    """Where the engine's calibration comes from, in words (named when a check finds it wrong)."""
+    cal = recipe.calibration or {}
+    if cal.get("file"):
+        return f"actuator.calibration.file {Path(recipe.directory) / cal['file']}"
+    if cal.get("matrix") is not None:
+        return "actuator.calibration.matrix of the recipe"
+    if cal.get("scale") is not None:
+        return "actuator.calibration scale and rotation_deg of the recipe"
+    return "the actuator's own nominal calibration"
+
+
 def write_calibration(cal: Calibration, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
             info = f"offset {step.offset[0]:+.2f},{step.offset[1]:+.2f} px" if math.isfinite(step.offset[0]) else ""
             bar.update(task, advance=1, info=info)
 
+        if args.overwrite:
+            recipe.run["overwrite"] = True
         summary = run(recipe, output=args.output, frames=args.frames, progress=progress)
     _print_summary(summary)
-    return 0 if summary.stop_reason.startswith(("completed", "interrupted")) else 1
+    status = exit_status(summary.stop_reason)
+    if status == 1:  # one plain line that no table wraps
+        print(f"run stopped: {summary.stop_reason}", file=sys.stderr)
+    return status
+
+
+#: Exit statuses of ``drift run``: the shell's conventions for SIGINT (128 + 2) and SIGTERM (128 + 15).
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+
+def exit_status(stop_reason: str) -> int:
+    """0 for a completed run; 130 after Ctrl-C, 143 after SIGTERM; 1 for any other stop (bad estimates, errors)."""
+    if stop_reason.startswith("completed"):
+        return 0
+    if stop_reason.startswith("interrupted"):
+        return EXIT_INTERRUPTED
+    if stop_reason.startswith("terminated"):
+        return EXIT_TERMINATED
+    return 1
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -171,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("-o", "--output", help="run file (overrides run.output)")
     p.add_argument("--frames", type=int, help="number of frames (overrides run.frames)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run file (run.overwrite: true)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
 

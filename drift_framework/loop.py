@@ -9,8 +9,6 @@ step with the run file closed.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,10 +18,11 @@ import numpy as np
 
 from . import __version__
 from .assembly import build_run_components, close_component
-from .calibration import calibration_matrix
+from .calibration import calibration_matrix, calibration_origin
+from .interrupts import INTERRUPTED, StopOnSignals
 from .limits import Limits
 from .pipeline import Pipeline, check_image
-from .policy import Actuation, CorrectionSchedule, ReferenceStrategy, Suspender
+from .policy import Actuation, CalibrationCheck, CorrectionSchedule, ReferenceStrategy, Suspender
 from .recipe import Recipe, load_recipe
 from .registry import get_registry, plugin_versions, register_checked
 from .settings import RunSettings, TrackingRegion
@@ -49,28 +48,6 @@ class RunContext:
     def request_stop(self, reason: str = "stop requested") -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
-
-
-class _Interrupt:
-    """First Ctrl-C: stop after the current step.  Second: stop now."""
-
-    def __init__(self, ctx: RunContext):
-        self.ctx: RunContext = ctx
-        self.previous: Any = None
-
-    def __enter__(self) -> _Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.ctx.stop_reason == "interrupted (Ctrl-C)":
-            raise KeyboardInterrupt
-        self.ctx.request_stop("interrupted (Ctrl-C)")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
 
 
 def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers: Sequence[object] = (),
@@ -131,7 +108,8 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
             else None
         first_image = storable(first.data) if settings.save_frames else None
         if settings.save_frames and first_image is None:
-            log.warning("frames are not stored: the first frame is not an image (%s)", type(first.data).__name__)
+            log.warning("frames are not stored: the first frame is not an image (%s, shape %s)",
+                        type(first.data).__name__, np.shape(first.data) if hasattr(first.data, "shape") else "-")
         frame_shape = first_image.shape if first_image is not None else None
         writer = RunWriter(out, overwrite=settings.overwrite, frame_shape=frame_shape,
                            attrs={"recipe": recipe.text, "recipe_path": str(recipe.path), "name": recipe.name,
@@ -144,7 +122,7 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
                         journal=writer.journal)
         _notify(pm, "drift_run_started", run=ctx)
         frame = first
-        with _Interrupt(ctx):
+        with StopOnSignals(ctx.request_stop):
             for i in range(n_frames):
                 if i > 0:
                     try:
@@ -161,13 +139,16 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
                 if progress is not None:
                     progress(frame_step)
                 _notify(pm, "drift_step_completed", run=ctx, step=frame_step)
+                if engine.failure is not None:
+                    ctx.request_stop(f"error: calibration check failed at frame {frame.index}: {engine.failure}; "
+                                     f"the calibration ({calibration_origin(recipe)}) is wrong — run drift calibrate")
                 if engine.suspender.bad_in_row >= settings.stop_after_bad:
                     ctx.request_stop(f"{engine.suspender.bad_in_row} bad estimates in a row (last: "
                                      f"{frame_step.message}); check focus, dose and the pipeline")
                 if ctx.stop_reason:
                     break
     except BaseException as exc:
-        ctx.request_stop(f"error: {exc}" if not isinstance(exc, KeyboardInterrupt) else "interrupted (Ctrl-C)")
+        ctx.request_stop(f"error: {exc}" if not isinstance(exc, KeyboardInterrupt) else INTERRUPTED)
         raise
     finally:
         summary = tally.summary(recipe.name, out, ctx.stop_reason or "completed", time.perf_counter() - t0)
@@ -195,6 +176,8 @@ class Engine:
         self.schedule = CorrectionSchedule(settings.correct_every, settings.correct_every_s)
         self.actuation = (Actuation(actuator, controller, limits, calibration, settings.actuation_delay_frames,
                                     journal) if actuator is not None and limits is not None else None)
+        self.calibration_check = CalibrationCheck()
+        self.failure: str | None = None  # set when corrections make the view worse: the run must stop
         self.last_offset = np.zeros(2)  # the content offset of the last good estimate
         self.last_time: float | None = None
         self.period: float | None = None
@@ -242,6 +225,7 @@ class Engine:
                 return step
             self.reference.take(frame, np.zeros(2))
             step.offset = np.zeros(2)
+            self.calibration_check.observe(step.offset, step.fov, 0.0)
             return step
         if is_image(frame.data) and np.shape(frame.data) != np.shape(ref.data):
             # the acquisition geometry changed (scan size, binning): nothing to compare with, so this frame
@@ -264,11 +248,22 @@ class Engine:
                 and not (shift.confidence < s.min_confidence) and not (shift.sigma > s.max_sigma_px))
         if not good:
             step.status = Status.LOW_CONFIDENCE
-            step.message = self.suspender.bad(f"confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px")
+            saturated = shift.meta.get("saturated")
+            why = f"saturated: {saturated:.1%} of the pixels at a ceiling; " if saturated else ""
+            step.message = self.suspender.bad(f"{why}confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px")
+            if saturated:
+                log.warning("frame %d is saturated (%.1f%% of the pixels at a ceiling): not acted on", frame.index,
+                            100 * saturated)
             return step
         self.last_offset = step.offset.copy()
         self.reference.after_good(frame, step.offset)
         step.status = Status.MEASURED
+        self.calibration_check.observe(step.offset, step.fov, shift.sigma)
+        if self.actuation is not None and self.failure is None and s.check_calibration:
+            self.failure = self.calibration_check.failure()
+        if self.failure is not None:  # never move again against the evidence
+            step.status, step.message = Status.HELD, f"held: {self.failure}"
+            return step
         may_act, step.message = self.suspender.good()
         if not may_act:
             step.status = Status.HELD
@@ -278,7 +273,8 @@ class Engine:
         drift = step.offset + step.fov  # the field of view this frame was taken at, not the one commanded since
         next_time = aim_time_s if aim_time_s is not None else frame.time_s + (1 + s.actuation_delay_frames) * (
             self.period or 0.0)
-        sent = self.actuation.correct(frame.index, frame.time_s, drift, shift.sigma, next_time)
+        probe = self.calibration_check.probe() if s.check_calibration else None
+        sent = self.actuation.correct(frame.index, frame.time_s, drift, shift.sigma, next_time, probe)
         step.requested, step.command, step.clipped = sent.requested, sent.command, sent.clipped
         step.status = Status.CORRECTED
         return step
@@ -293,6 +289,7 @@ class Engine:
         crop = Frame(data=image[y0:y0 + size, x0:x0 + size], index=frame.index, time_s=frame.time_s,
                      pixel_size_nm=frame.pixel_size_nm, meta=dict(frame.meta or {}))
         self.reference.take(crop, np.zeros(2))
+        self.calibration_check.observe(np.zeros(2), self.actuation.fov if self.actuation else np.zeros(2), 0.0)
 
     def _sub_scans(self, source: RegionSource, tracking: TrackingRegion, frame_s: float) -> Iterator[Step]:
         """Acquire, measure and act on the tracking-region sub-scans between two frames."""

@@ -8,6 +8,7 @@ Pipelines are built by :mod:`drift_framework.assembly` (``load_pipeline``).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 from .types import MIN_SIZE, BatchDenoiser, BatchEstimator, FrameError, Shift
 
-__all__ = ["Pipeline", "check_image", "check_pair", "MIN_SIZE"]
+__all__ = ["Pipeline", "check_image", "check_pair", "saturation", "MIN_SIZE"]
 
 
 def check_image(image: Any, name: str = "image") -> np.ndarray:
@@ -70,6 +71,38 @@ def check_pair(reference: Any, moving: Any) -> tuple[np.ndarray, np.ndarray]:
         scale = ref.dtype.type(2.0 ** -math.frexp(top)[1])
         ref, mov = ref * scale, mov * scale
     return ref, mov
+
+
+def saturation(image: np.ndarray) -> float:
+    """The fraction of pixels piled at a flat ceiling (a saturated or clipped detector), 0 when there is none.
+
+    A ceiling is a spike at the maximum value: at least 0.5 % of the pixels (and 10) exactly there, more than three
+    times as many as in the top 2 % of the range below it.  Two-level images (a binary mask, a dose so low that
+    pixels are 0 or 1) have no ceiling to speak of.
+    """
+    arr = np.asarray(image)
+    hi, lo = arr.max(), arr.min()
+    if hi == lo:
+        return 1.0
+    at_top = int(np.count_nonzero(arr == hi))
+    if at_top < max(10, 0.005 * arr.size):
+        return 0.0
+    if at_top >= 0.5 * arr.size:  # mostly ceiling: whatever lies below
+        return at_top / arr.size
+    below = int(np.count_nonzero(arr >= hi - 0.02 * (hi - lo))) - at_top
+    between = int(np.count_nonzero((arr > lo) & (arr < hi)))
+    if between < 0.01 * arr.size or at_top <= 3 * below:
+        return 0.0
+    return at_top / arr.size
+
+
+def _with_saturation(shift: Shift, reference: np.ndarray, moving: np.ndarray) -> Shift:
+    """Lower the confidence of a shift measured on saturated frames (10 % of the pixels at a ceiling: 0)."""
+    fraction = max(saturation(reference), saturation(moving))
+    if fraction == 0.0:
+        return shift
+    return dataclasses.replace(shift, confidence=shift.confidence * max(0.0, 1.0 - 10.0 * fraction),
+                               meta={**shift.meta, "saturated": fraction})
 
 
 class Pipeline:
@@ -131,10 +164,12 @@ class Pipeline:
         cmap = self.correlator.correlate(ref, mov)
         if cmap.raw is None:
             cmap.raw = (raw_ref, raw_mov)  # refinement stages may want the frames as acquired
-        return self.estimator.estimate(cmap)
+        return _with_saturation(self.estimator.estimate(cmap), raw_ref, raw_mov)
 
     def estimate_batch(self, reference: Any, frames: Iterable) -> list[Shift]:
         """Estimate every frame of a stack against one reference."""
         if isinstance(self.estimator, BatchEstimator):
-            return self.estimator.estimate_batch(self, reference, list(frames))
+            frames = list(frames)
+            shifts = self.estimator.estimate_batch(self, reference, frames)
+            return [_with_saturation(s, np.asarray(reference), np.asarray(f)) for s, f in zip(shifts, frames)]
         return [self.estimate(reference, f) for f in frames]

@@ -17,7 +17,7 @@ import numpy as np
 from .limits import Limits
 from .types import Frame
 
-__all__ = ["ReferenceStrategy", "Suspender", "CorrectionSchedule", "Actuation", "Correction"]
+__all__ = ["ReferenceStrategy", "Suspender", "CorrectionSchedule", "Actuation", "Correction", "CalibrationCheck"]
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,15 @@ class Actuation:
         return seen
 
     def correct(self, index: int, time_s: float, drift_px: np.ndarray, sigma_px: float,
-                next_time_s: float) -> Correction:
-        """Ask the controller where the field of view should be, and move there within the limits."""
+                next_time_s: float, max_move_px: float | None = None) -> Correction:
+        """Ask the controller where the field of view should be, and move there within the limits (and within
+        ``max_move_px`` of the field of view while the calibration has not proved itself)."""
         target = np.asarray(self.controller.update(time_s, drift_px, sigma_px, self.fov.copy(), next_time_s), float)
-        requested = self.calibration @ (target - self.fov)
+        move_px = target - self.fov
+        size = float(np.hypot(*move_px)) if np.all(np.isfinite(move_px)) else 0.0
+        if max_move_px is not None and size > max_move_px:
+            move_px = move_px * (max_move_px / size)
+        requested = self.calibration @ move_px
         command, clipped = self.limits.clip(requested, self.position)
         if self.journal is not None:
             self.journal(index, command)
@@ -161,3 +166,114 @@ class Actuation:
         if self.delay:
             self.pending.append((index + 1 + self.delay, move))
         return Correction(requested, command, clipped)
+
+
+class CalibrationCheck:
+    """Proves the px → actuator calibration on the first corrections, before trusting it with large ones.
+
+    Between two well-measured frames the content moves by ``Δo = ΔD − G·Δf``: the specimen's drift ``ΔD`` minus the
+    field-of-view moves ``Δf`` that reached the image, through the true gain ``G`` (the identity when the calibration
+    is right).  So ``u = Δo + Δf`` — the engine's own drift increment — is the drift's alone when the calibration is
+    right, and carries ``E·Δf`` (``E = I − G``) when it is wrong.  The drift increment ``c`` comes from the pairs
+    before any move reached the image; each later pair gives ``r = u − c``, and a robust (Huber) least-squares gain
+    of ``r`` on the moves, ``(S, T)`` — the part of ``E`` along the moves and across them — measures ``‖E·Δf‖/‖Δf‖``.
+    A correction lands nearer its target than no move at all only while that is below 1.
+
+    Until the calibration is proven (the gain below :attr:`PROVEN_BELOW`, 2 σ), corrections are probes of at most
+    half the drift per frame (at least :attr:`PROBE_PX`) for the first two, then 1.2 × the drift per frame (to keep
+    up): a calibration wrong in sign, mirrored, rotated by 90–270° or off by 10× then moves the view by a few px before
+    it is caught, not out of the lattice cell where it could no longer be measured.  Wrong when the gain is above 1
+    (3 σ; after one probe, above 3): :meth:`failure` says so and the engine stops correcting.  Undecided (a drift
+    too erratic to tell, or a calibration wrong by a gain near 1), corrections stay probes, never faster than 1.2 ×
+    the drift seen before the first one, so never much worse than no correction; a warning says so after
+    :attr:`MAX_PROBES`.  The fit is robust (Huber) and its scatter enters σ, so a drift jump during one pair is not
+    read as a gain.  A proven calibration is not checked again (it does not change during a run).
+    """
+
+    PROBE_PX = 0.25
+    PROVEN_BELOW = 0.75
+    MAX_PROBES = 12
+
+    def __init__(self, drift_change_px: float = 0.15, min_probes: int = 2):
+        self.drift_change_px, self.min_probes = drift_change_px, min_probes
+        self.last: tuple[np.ndarray, np.ndarray, float] | None = None
+        self.still: list[np.ndarray] = []                               # u of pairs without moves: the drift alone
+        self.probes: list[tuple[np.ndarray, np.ndarray, float]] = []    # (r, Δf, σ of the pair)
+        self.proven = False
+        self.message: str | None = None
+
+    def observe(self, offset: np.ndarray, fov_seen: np.ndarray, sigma_px: float) -> None:
+        """A well-measured frame: its content offset, the field-of-view position it was taken at (px), its σ."""
+        offset, fov_seen = np.asarray(offset, float), np.asarray(fov_seen, float)
+        sigma = float(sigma_px) if np.isfinite(sigma_px) else 0.0
+        if self.last is not None and self.deciding:
+            d_fov = fov_seen - self.last[1]
+            u = offset - self.last[0] + d_fov
+            if float(np.hypot(*d_fov)) < 1e-9:
+                if not self.probes and float(np.hypot(*u)) > 1e-6:  # no motion at all: the same frame twice
+                    self.still.append(u)
+            elif float(np.hypot(*d_fov)) < 0.5 * self.PROBE_PX:
+                pass  # a move this small is lost in the noise and the drift's changes: no evidence either way
+            elif self.still:
+                self.probes.append((u - np.median(self.still, axis=0), d_fov, float(np.hypot(sigma, self.last[2]))))
+                self._decide()
+            else:  # moves reached the image before two frames showed the drift alone: nothing to compare with
+                self.proven = True
+                log.warning("the calibration cannot be checked (no two frames before the first move were measured)")
+        self.last = (offset.copy(), fov_seen.copy(), sigma)
+
+    def gain(self) -> tuple[float, float, float] | None:
+        """``(S, T, se)``: the error gain along and across the moves, and its standard error."""
+        if not self.probes:
+            return None
+        r = np.array([p[0] for p in self.probes])
+        f = np.array([p[1] for p in self.probes])
+        across = np.stack([-f[:, 1], f[:, 0]], axis=1)
+        model = float(np.sqrt(np.mean([p[2] ** 2 for p in self.probes]) * (1 + 1 / len(self.still))
+                              + self.drift_change_px ** 2))
+        w = np.ones(len(r))
+        for _ in range(6):  # Huber: iteratively re-weighted least squares
+            energy = float(np.sum(w * np.sum(f * f, axis=1)))
+            s_gain = float(np.sum(w * np.sum(r * f, axis=1))) / energy
+            t_gain = float(np.sum(w * np.sum(r * across, axis=1))) / energy
+            norms = np.hypot(*(r - s_gain * f - t_gain * across).T)
+            scale = max(model, float(np.median(norms)) / 1.177)  # the median of a 2-D Gaussian's norm is 1.177 σ
+            w = np.minimum(1.0, 1.5 * scale / np.maximum(norms, 1e-12))
+        return s_gain, t_gain, scale / np.sqrt(energy)
+
+    def _decide(self) -> None:
+        fit = self.gain()
+        if fit is None:
+            return
+        s_gain, t_gain, se = fit
+        excess, n = float(np.hypot(s_gain, t_gain)), len(self.probes)
+        if n < self.min_probes:  # one probe decides only an overwhelming failure (a 10× wrong calibration)
+            if excess - 3 * se > 3.0:
+                self.message = (f"the first correction landed {excess:.1f} × its own size away from its target (a "
+                                "right calibration lands it on it)")
+            return
+        if excess + 2 * se < self.PROVEN_BELOW:
+            self.proven = True
+        elif excess - 3 * se > 1.0:
+            self.message = (f"{n} corrections landed {excess:.1f} × their own size away from their target (a right "
+                            "calibration lands them on it)")
+        elif n >= self.MAX_PROBES:
+            log.warning("the calibration could not be confirmed on %d corrections (gain error %.2f ± %.2f): they "
+                        "stay limited to 1.2 × the drift seen before the first one", n, excess, se)
+
+    @property
+    def deciding(self) -> bool:
+        """Still measuring: neither proven nor failed, and fewer than :attr:`MAX_PROBES` probes."""
+        return not self.proven and self.message is None and len(self.probes) < self.MAX_PROBES
+
+    def failure(self) -> str | None:
+        """A message once corrections have been seen making the view worse, else None."""
+        return self.message
+
+    def probe(self) -> float | None:
+        """The largest correction (px) allowed now, None once the calibration has proved itself: half the drift per
+        frame (at least :attr:`PROBE_PX`) for the first :attr:`min_probes` probes, then 1.2 × (to keep up)."""
+        if self.proven:
+            return None
+        speed = float(np.hypot(*np.median(self.still, axis=0))) if self.still else 0.0
+        return max(self.PROBE_PX, (0.5 if len(self.probes) < self.min_probes else 1.2) * speed)

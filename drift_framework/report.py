@@ -89,6 +89,18 @@ def commands(run: RunData, path: Path) -> Path:
     return save_figure(fig, path, ["commands", "sigma", "confidence"])
 
 
+def ending(run: RunData) -> str:
+    """How the run ended, in words: finished, interrupted (Ctrl-C, SIGTERM), ended by an error, or not closed."""
+    if not run.finished:
+        return "still running, or the process was killed"
+    reason = str(run.summary.get("stop_reason", ""))
+    if reason.startswith(("interrupted", "terminated")):
+        return f"interrupted: {reason}"
+    if reason.startswith("error"):
+        return f"ended by an {reason}"
+    return "finished"
+
+
 def report(run_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict:
     """Write ``NAME-trajectories.png``, ``NAME-commands.png`` and ``NAME-report.md``; returns their paths."""
     run = read_run(run_path)
@@ -103,7 +115,7 @@ def report(run_path: str | os.PathLike, out_dir: str | os.PathLike | None = None
     counts = {STATUS[k]: int(np.sum(s["status"] == k)) for k in STATUS}
     summary = run.summary
     lines = [f"# Run {run.attrs.get('name', stem)}", "",
-             f"- file: `{run_path}` ({'finished' if run.finished else 'still running or interrupted'})",
+             f"- file: `{run_path}` ({ending(run)})",
              f"- steps: {len(run)}; " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v),
              f"- commands clipped by limits: {int(np.sum(s['clipped']))}"]
     if run.attrs.get("schedule"):

@@ -17,7 +17,7 @@ RUN_SCHEMA: dict[str, Param] = {
     "keyframe_shift": Param("float", 0.25, "With reference: keyframe, take a new reference when the content has "
                                            "moved this fraction of the frame from it", gt=0, lt=1),
     "output": Param("str", "runs/{name}.h5", "Run file ({name} is replaced by the recipe name)"),
-    "overwrite": Param("bool", True, "Replace an existing run file"),
+    "overwrite": Param("bool", False, "Replace an existing run file (otherwise an existing file is an error)"),
     "save_frames": Param("bool", False, "Store every frame (chunked, compressed)"),
     "correct_every": Param("int", 1, "Send a correction every N frames", ge=1),
     "correct_every_s": Param("float", 0.0, "And at most one correction per this many seconds", ge=0),
@@ -29,6 +29,8 @@ RUN_SCHEMA: dict[str, Param] = {
                                        "after resume_after_good good ones)", ge=1),
     "resume_after_good": Param("int", 3, "Resume after this many good estimates in a row", ge=1),
     "stop_after_bad": Param("int", 50, "Stop the run after this many bad estimates in a row", ge=1),
+    "check_calibration": Param("bool", True, "Prove the calibration on the first corrections (small probes) and "
+                                             "stop correcting when corrections make the view worse"),
     "seed": Param("int", None, "Seed shared with components that take one", nullable=True),
     "tracking_region": Param("mapping", None, "Measure drift on a small sub-scan acquired between frames "
                                               "(sources with acquire_region, e.g. the simulator)", nullable=True,
@@ -73,7 +75,7 @@ class RunSettings:
     rolling_every: int = 20
     keyframe_shift: float = 0.25
     output: str = "runs/{name}.h5"
-    overwrite: bool = True
+    overwrite: bool = False
     save_frames: bool = False
     correct_every: int = 1
     correct_every_s: float = 0.0
@@ -83,6 +85,7 @@ class RunSettings:
     pause_after_bad: int = 5
     resume_after_good: int = 3
     stop_after_bad: int = 50
+    check_calibration: bool = True
     seed: int | None = None
     tracking_region: TrackingRegion | None = None
 

@@ -58,14 +58,15 @@ class RunWriter:
         When given, frames are stored in ``/frames``; the row of a frame that cannot be stored (another shape,
         not an image) stays NaN.
     overwrite : bool
-        Replace an existing file.
+        Replace an existing file; otherwise an existing file is a :class:`StoreError` (nothing is touched).
     """
 
     def __init__(self, path: str | os.PathLike, *, attrs: dict | None = None, frame_shape: tuple | None = None,
-                 overwrite: bool = True):
+                 overwrite: bool = False):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise StoreError(f"{self.path} exists; set run.overwrite: true or choose another output")
+            raise StoreError(f"{self.path} exists and is kept; choose another output (-o), or replace it with "
+                             "run.overwrite: true (drift run --overwrite)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = h5py.File(self.path, "w", libver="latest")

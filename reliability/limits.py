@@ -72,7 +72,7 @@ actuator: {{plugin: simulated-stage, limits: {{max_step: {max_step}, travel: {tr
 run: {{frames: 40, min_confidence: 0.0, max_sigma_px: 1000, pause_after_bad: 1000, stop_after_bad: 1000}}
 """)
         source, actuator, _ = build_hardware(recipe)
-        summary = df.run(recipe, output=work / "wild.h5", source=JumpingSource(source, rng, 30), actuator=actuator)
+        summary = df.run(recipe, output=work / f"wild-{k}.h5", source=JumpingSource(source, rng, 30), actuator=actuator)
         run = df.read_run(summary.output)
         result.cases += 1
         cmd = run.steps["command"]

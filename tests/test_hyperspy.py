@@ -72,6 +72,50 @@ def test_round_trip_through_files_and_the_cli(tmp_path, ext):
     np.testing.assert_allclose(got, truth, atol=0.05)
 
 
+def test_correct_never_writes_over_its_input_or_an_existing_file(tmp_path):
+    s, _ = _stack(n=3)
+    raw = tmp_path / "raw.hspy"
+    s.save(str(raw))
+    before = raw.read_bytes()
+    same = drift_cli("correct", str(raw), "-o", str(raw))
+    assert same.returncode == 2 and "never writes over its input" in same.stderr and "Traceback" not in same.stderr
+    assert drift_cli("correct", str(raw), "-o", str(raw), "--overwrite").returncode == 2  # not even when asked
+    assert raw.read_bytes() == before
+    aligned = tmp_path / "aligned.hspy"
+    assert drift_cli("correct", str(raw), "-o", str(aligned)).returncode == 0
+    again = drift_cli("correct", str(raw), "-o", str(aligned))
+    assert again.returncode == 2 and "exists and is kept" in again.stderr
+    csv_over_input = drift_cli("correct", str(raw), "-o", str(tmp_path / "b.hspy"), "--shifts", str(raw))
+    assert csv_over_input.returncode == 2 and raw.read_bytes() == before
+    assert drift_cli("correct", str(raw), "-o", str(aligned), "--overwrite").returncode == 0
+
+
+def test_correct_prints_every_frame_and_refuses_low_confidence_or_saturated_frames(tmp_path):
+    s, truth = _stack(n=4)
+    raw = tmp_path / "raw.hspy"
+    s.save(str(raw))
+    out = drift_cli("correct", str(raw), "-o", str(tmp_path / "a.hspy"))
+    assert out.returncode == 0, out.stderr
+    table = [line.split() for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in table[:4]] == [0, 1, 2, 3] and all(len(r) >= 5 for r in table[:4])
+    np.testing.assert_allclose([[float(r[1]), float(r[2])] for r in table[:4]], truth, atol=0.05)
+    # a detector that saturates: frames 2 and 3 clipped at a ceiling that 20 % of the pixels reach
+    data = s.data.copy()
+    ceiling = np.quantile(data[2:], 0.8)
+    data[2:] = np.minimum(data[2:], ceiling)
+    clipped = tmp_path / "clipped.hspy"
+    hs.signals.Signal2D(data).save(str(clipped))
+    bad = drift_cli("correct", str(clipped), "-o", str(tmp_path / "b.hspy"))
+    assert bad.returncode == 1 and not (tmp_path / "b.hspy").exists(), bad.stdout + bad.stderr
+    assert "2 saturated frame(s)" in bad.stderr and ": 2, 3" in bad.stderr and "Traceback" not in bad.stderr
+    assert "saturated" in bad.stdout                                   # flagged in the table
+    strict = drift_cli("correct", str(raw), "-o", str(tmp_path / "c.hspy"), "--min-confidence", "1.01")
+    assert strict.returncode == 1 and "3 frame(s) below confidence 1.01: 1, 2, 3" in strict.stderr
+    forced = drift_cli("correct", str(clipped), "-o", str(tmp_path / "b.hspy"), "--force")
+    assert forced.returncode == 0
+    assert any("saturated" in w for w in hs.load(str(tmp_path / "b.hspy")).metadata.drift_framework.warnings)
+
+
 def test_lazy_signal_gives_the_same_shifts():
     s, _ = _stack()
     _, eager = correct(s, "classical")
@@ -157,11 +201,15 @@ def test_real_stack_reference_modes_agree_with_the_distorted_preset():
 def test_correct_suggests_the_distorted_preset_when_loops_do_not_close(tmp_path):
     real = str(REAL_DATA / "stem_abf_data_imagestack.hspy")
     out = drift_cli("correct", real, "-o", str(tmp_path / "rigid.hspy"), "--reference", "all-pairs")
-    assert out.returncode == 0, out.stderr
-    assert "loop closure" in out.stdout and "try --pipeline distorted" in out.stdout
+    assert out.returncode == 1 and not (tmp_path / "rigid.hspy").exists()   # untrustworthy: nothing written
+    assert "loop closure" in out.stdout and "try --pipeline distorted" in out.stderr
+    forced = drift_cli("correct", real, "-o", str(tmp_path / "rigid.hspy"), "--reference", "all-pairs", "--force")
+    assert forced.returncode == 0, forced.stderr
+    warnings = hs.load(str(tmp_path / "rigid.hspy")).metadata.drift_framework.warnings
+    assert any("try --pipeline distorted" in w for w in warnings)
     out = drift_cli("correct", real, "-o", str(tmp_path / "sym.hspy"), "--reference", "all-pairs",
                     "--pipeline", "distorted")
     assert out.returncode == 0, out.stderr
-    assert "loop closure" in out.stdout and "try --pipeline" not in out.stdout
+    assert "loop closure" in out.stdout and "try --pipeline" not in out.stdout + out.stderr
     record = hs.load(str(tmp_path / "sym.hspy")).metadata.drift_framework
     assert record.closure_px < 0.05 and record.pipeline == "distorted"

@@ -6,12 +6,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import drift_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import drift_framework as df
 from drift_framework.limits import Limits
-from drift_framework.store import read_run
+from drift_framework.store import StoreError, read_run
 
 
 def _recipe(tmp_path, frames=30, controller="kalman", extra_run=""):
@@ -90,7 +91,8 @@ class _Liar:
 def test_engine_clips_adversarial_estimates(tmp_path):
     pipeline = df.load_pipeline("classical")
     pipeline.estimator = _Liar(np.random.default_rng(0))
-    summary = df.run(_recipe(tmp_path, frames=20, controller="pi"), pipeline=pipeline)
+    recipe = _recipe(tmp_path, frames=20, controller="pi", extra_run=", check_calibration: false")  # limits alone
+    summary = df.run(recipe, pipeline=pipeline)
     run = read_run(summary.output)
     steps = np.hypot(*run.steps["command"].T)
     assert np.all(steps <= 2.0 + 1e-9)
@@ -163,10 +165,38 @@ def test_ctrl_c_stops_cleanly_with_a_closed_file(tmp_path):
     _wait_for_steps(tmp_path / "run.h5", 5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err                 # the shell's convention for SIGINT
     assert "interrupted" in out
     run = read_run(tmp_path / "run.h5")
     assert run.finished and run.summary["stop_reason"] == "interrupted (Ctrl-C)"
+    from drift_framework.report import report
+
+    text = report(tmp_path / "run.h5", tmp_path / "report")["markdown"].read_text()
+    assert "interrupted: interrupted (Ctrl-C)" in text and "finished" not in text.split("\n")[2]
+
+
+def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path):
+    proc = _start_run(tmp_path, 5000)
+    _wait_for_steps(tmp_path / "run.h5", 5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in out                  # the summary was printed
+    run = read_run(tmp_path / "run.h5")
+    assert run.finished and run.summary["stop_reason"] == "terminated (SIGTERM)" and len(run) >= 5
+
+
+def test_an_existing_run_file_is_kept_unless_overwrite_is_asked(tmp_path):
+    path = _recipe(tmp_path, frames=3)
+    first = df.run(path)
+    before = (tmp_path / "run.h5").read_bytes()
+    with pytest.raises(StoreError, match="exists and is kept"):
+        df.run(path)
+    assert (tmp_path / "run.h5").read_bytes() == before
+    out = drift_cli("run", str(path), "-q")
+    assert out.returncode == 2 and "exists and is kept" in out.stderr and "Traceback" not in out.stderr
+    assert drift_cli("run", str(path), "-q", "--overwrite").returncode == 0
+    assert read_run(first.output).finished
 
 
 def test_suspender_pauses_after_bad_estimates_and_resumes(tmp_path, monkeypatch):
@@ -315,3 +345,69 @@ def test_every_command_is_journaled_before_the_actuator_moves(tmp_path):
     assert actuator.moves == corrected.sum() >= 8
     np.testing.assert_array_equal(run.journal["index"], run.steps["index"][corrected])
     np.testing.assert_allclose(run.journal["command"], run.steps["command"][corrected])
+
+
+def _rotation(deg):
+    t = np.radians(deg)
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(angle=st.floats(90, 270), mirrored=st.booleans(), scale=st.sampled_from([1.0, 10.0]))
+def test_a_wrong_calibration_never_pushes_the_view_away(tmp_path_factory, angle, mirrored, scale):
+    """The engine uses a calibration rotated by 90–270°, maybe mirrored, maybe 10× too large; the stage is the
+    real one. Corrections must stop before the view ends more than a few px beyond where no correction leaves it
+    (two probes of 0.25 px: 5 px when the calibration is 10× too large)."""
+    from drift_framework.assembly import build_hardware
+
+    tmp_path = tmp_path_factory.mktemp("wrong")
+    recipe = df.load_recipe(_recipe(tmp_path, frames=40))
+    source, stage, _ = build_hardware(recipe)
+    wrong = stage.calibration @ _rotation(angle) @ (np.diag([1.0, -1.0]) if mirrored else np.eye(2)) * scale
+    recipe.calibration = {"matrix": wrong.tolist(), "rotation_deg": 0.0, "scale": None, "file": None}
+    summary = df.run(recipe, source=source, actuator=stage)
+    run = read_run(summary.output)
+    view, uncorrected = np.hypot(*run.steps["true_offset"][-1]), np.hypot(*run.steps["true_drift"][-1])
+    assert view <= uncorrected + (5.5 if scale > 1 else 3.0), summary.stop_reason
+    if not summary.stop_reason.startswith("completed"):
+        assert "calibration check failed" in summary.stop_reason and "actuator.calibration.matrix" in summary.stop_reason
+        assert run.steps["status"][-1] == df.Status.HELD and not run.steps["command"][-1].any()
+
+
+def test_a_wrong_calibration_sign_ends_the_run_with_a_clear_non_zero_exit(tmp_path):
+    path = _recipe(tmp_path, frames=40)
+    text = path.read_text().replace("limits: {max_step: 2.0, travel: 50.0}",
+                                    "limits: {max_step: 2.0, travel: 50.0}\n  calibration: {scale: -0.03}")
+    path.write_text(text.replace("calibration: {scale: -0.03}", "calibration: {matrix: [[-0.03, 0], [0, -0.03]]}"))
+    out = drift_cli("run", str(path), "-q")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "calibration check failed" in out.stderr and "drift calibrate" in out.stderr
+    run = read_run(tmp_path / "run.h5")
+    assert run.finished and np.hypot(*run.steps["true_offset"][-1]) < np.hypot(*run.steps["true_drift"][-1]) + 3
+
+
+def test_a_right_calibration_is_proven_on_probes_and_then_trusted(tmp_path):
+    summary = df.run(_recipe(tmp_path, frames=40))
+    run = read_run(summary.output)
+    assert summary.stop_reason == "completed" and summary.residual_rms_px < 0.3
+    first = np.nonzero(run.steps["status"] == df.Status.CORRECTED)[0]
+    assert np.hypot(*run.steps["command"][first[0]]) < 0.25 * 0.0312  # a probe: at most 0.25 px worth
+
+
+def test_saturated_frames_are_flagged_and_never_acted_on(tmp_path, monkeypatch, caplog):
+    import drift_simulator.microscope as micro
+
+    real = micro.VirtualMicroscope.acquire
+
+    def acquire(self):
+        frame = real(self)
+        if frame.index in (4, 5):  # the detector saturates: 30 % of the pixels at a ceiling
+            frame.data[:] = np.minimum(frame.data, np.quantile(frame.data, 0.7))
+        return frame
+
+    monkeypatch.setattr(micro.VirtualMicroscope, "acquire", acquire)
+    summary = df.run(_recipe(tmp_path, frames=8))
+    run = read_run(summary.output)
+    assert list(run.steps["status"][4:6]) == [df.Status.LOW_CONFIDENCE] * 2
+    np.testing.assert_array_equal(run.steps["command"][4:6], 0)
+    assert "frame 4 is saturated" in caplog.text and "frame 5 is saturated" in caplog.text

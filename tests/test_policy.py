@@ -99,3 +99,50 @@ def test_the_store_columns_and_status_names_come_from_step():
     row = Step(3, 1.5, Status.CORRECTED, df.Shift(0.1, 0.2, 0.01, 0.9), clipped=True).row()
     assert set(row) == set(STEP_FIELDS) and row["status"] == 1 and row["clipped"] == 1
     assert row["shift"] == (0.1, 0.2) and row["confidence"] == 0.9
+
+
+def _loop(gain, frames=14, drift=(0.4, -0.3), noise=0.02, seed=0):
+    """A loop without a microscope: the content drifts steadily, the field of view moves by ``gain`` × the commanded
+    move (the identity when the calibration is right), the check watches, and probes limit the commands."""
+    from drift_framework.policy import CalibrationCheck
+
+    rng = np.random.default_rng(seed)
+    check, true_view, fov, drift = CalibrationCheck(), np.zeros(2), np.zeros(2), np.asarray(drift, float)
+    specimen = np.zeros(2)
+    for k in range(frames):
+        offset = specimen - true_view + rng.normal(0, noise, 2)
+        check.observe(offset, fov, noise * np.sqrt(2))
+        if check.failure():
+            break
+        if k >= 1:  # follow the measured drift, as the controllers do
+            move = offset + 0.0
+            cap = check.probe()
+            if cap is not None and np.hypot(*move) > cap:
+                move = move * cap / np.hypot(*move)
+            fov, true_view = fov + move, true_view + np.asarray(gain) @ move
+        specimen = specimen + drift
+    return check, k
+
+
+def test_calibration_check_proves_a_right_calibration_and_then_lifts_the_probe_limit():
+    check, _ = _loop(np.eye(2))
+    assert check.proven and check.failure() is None and check.probe() is None
+
+
+@pytest.mark.parametrize("gain", [-np.eye(2), [[0, -1], [1, 0]], [[0, 1], [1, 0]], 10 * np.eye(2)],
+                         ids=["sign", "rotated 90°", "mirrored", "10× too large"])
+def test_calibration_check_catches_a_wrong_calibration_within_a_few_frames(gain):
+    check, frame = _loop(np.asarray(gain, float))
+    message = check.failure()
+    assert message is not None and ("their own size" in message or "its own size" in message)
+    assert frame <= 6 and not check.proven
+
+
+def test_calibration_check_probes_are_small_until_proven():
+    from drift_framework.policy import CalibrationCheck
+
+    check = CalibrationCheck()
+    assert check.probe() == CalibrationCheck.PROBE_PX           # before any drift was seen
+    check.observe(np.zeros(2), np.zeros(2), 0.01)
+    check.observe(np.array([2.0, 0.0]), np.zeros(2), 0.01)      # a fast drift: 2 px per frame
+    assert check.probe() == pytest.approx(1.0)                  # half of it for the first probes

@@ -223,3 +223,13 @@ def test_vibration_displaces_lines_and_leaves_the_random_stream_alone():
     diff = np.abs(shaken.data - steady.data).mean(axis=1)
     assert diff.max() > 0.05 * np.ptp(steady.data)
     assert abs(shaken.data.mean() - steady.data.mean()) < 0.02 * np.ptp(steady.data)
+
+
+def test_dark_contrast_is_a_positive_signal_below_a_bright_background_with_poisson_noise():
+    src = simulator_source(shape=[64, 64], spacing_px=[10], contrast="dark", noise={"kind": "poisson", "dose": 10.0},
+                           seed=5)
+    frame = src.acquire().data
+    assert frame.min() >= 0 and np.median(frame) > 0.5 * frame.max() / 2   # bright background, dark columns
+    clean = simulator_source(shape=[64, 64], spacing_px=[10], contrast="dark", noise={"kind": "none"}, seed=5)
+    image = clean.acquire().data
+    assert image.min() >= 0.1 - 1e-6 and image.max() > 1.0                  # baseline at the darkest column

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
+
+import numpy as np
 
 
 def add_parser(subparsers) -> None:
@@ -18,37 +21,92 @@ def add_parser(subparsers) -> None:
     p.add_argument("--shifts", help="CSV of the shifts (default: OUTPUT with .csv)")
     p.add_argument("--lazy", action="store_true", help="load lazily and process frame by frame")
     p.add_argument("--scheduler", help="dask: threads, processes or tcp://HOST:PORT (default: in-process)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never the input)")
+    p.add_argument("--min-confidence", type=float, default=0.5,
+                   help="frames below this confidence make the command fail unless --force (default 0.5)")
+    p.add_argument("--force", action="store_true",
+                   help="write the output even when frames are below --min-confidence, saturated, or the pair "
+                        "measurements disagree; the warnings are kept in metadata.drift_framework.warnings")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-frame table")
     p.set_defaults(func=run)
 
 
+def check_outputs(source: Path, outputs: list[Path], overwrite: bool) -> None:
+    """Refuse to write over the input, and over existing files unless ``overwrite`` (before any work is done)."""
+    for out in outputs:
+        if out.exists() and source.exists() and out.resolve() == source.resolve():
+            raise ValueError(f"{out} is the input: drift correct never writes over its input; choose another -o")
+        if out.exists() and not overwrite:
+            raise ValueError(f"{out} exists and is kept; choose another output, or pass --overwrite to replace it")
+
+
+def problems(rows: list[dict], min_confidence: float, hint: str | None) -> list[str]:
+    """What makes a correction untrustworthy, one line each: frames below the threshold, saturated frames, and
+    pair measurements that do not add up (reference modes would disagree)."""
+    out = []
+    low = [r["frame"] for r in rows[1:] if not r["confidence"] >= min_confidence]
+    if low:
+        out.append(f"{len(low)} frame(s) below confidence {min_confidence:g}: {_frames(low)}")
+    saturated = [r["frame"] for r in rows if r["saturated"] > 0]
+    if saturated:
+        worst = max(r["saturated"] for r in rows)
+        out.append(f"{len(saturated)} saturated frame(s) (up to {worst:.1%} of the pixels at a ceiling): "
+                   f"{_frames(saturated)}")
+    if hint:
+        out.append(hint)
+    return out
+
+
+def _frames(indices: list[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:20])
+    return shown + (f" … (+{len(indices) - 20})" if len(indices) > 20 else "")
+
+
 def run(args) -> int:
+    from drift_framework.pipeline import saturation
+
     from .api import correct_signal
     from .positions import closure_hint
-    from .source import load_images, pixel_size_nm
+    from .source import frame_count, frame_data, load_images, pixel_size_nm
 
+    out = Path(args.output)
+    csv_path = Path(args.shifts) if args.shifts else out.with_suffix(".csv")
+    check_outputs(Path(args.input), [out, csv_path], args.overwrite)
     signal = load_images(args.input, lazy=args.lazy)
     aligned, shifts = correct_signal(signal, args.pipeline, reference=args.reference, max_gap=args.max_gap,
                                      order=args.order, mode=args.mode, scheduler=args.scheduler)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    aligned.save(str(out), overwrite=True)
-    csv_path = Path(args.shifts) if args.shifts else out.with_suffix(".csv")
     record = aligned.metadata.drift_framework
+    nm = pixel_size_nm(signal)
     rows = [{"frame": i, "dy_px": d[0], "dx_px": d[1], "sigma_px": s, "confidence": c,
-             "dy_nm": d[0] * pixel_size_nm(signal), "dx_nm": d[1] * pixel_size_nm(signal)}
+             "dy_nm": d[0] * nm, "dx_nm": d[1] * nm, "saturated": saturation(np.asarray(frame_data(signal, i)))}
             for i, (d, s, c) in enumerate(zip(record.shifts_px, record.sigma_px, record.confidence))]
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    assert len(rows) == frame_count(signal)
+    if not args.quiet:
+        print(" frame      dy px      dx px   sigma px  confidence")
+        for r in rows:
+            flag = "  saturated" if r["saturated"] else ("  low" if r["frame"] and not r["confidence"] >=
+                                                           args.min_confidence else "")
+            print(f"{r['frame']:6d} {r['dy_px']:+10.3f} {r['dx_px']:+10.3f} {r['sigma_px']:10.3f} "
+                  f"{r['confidence']:11.2f}{flag}")
     span = [max(r[k] for r in rows) - min(r[k] for r in rows) for k in ("dy_px", "dx_px")]
     worst = max((r["sigma_px"] for r in rows), default=math.nan)
     print(f"{len(rows)} frames, drift span {span[0]:.2f} × {span[1]:.2f} px, largest sigma {worst:.3f} px "
           f"({args.reference}, {args.pipeline})")
     if math.isfinite(record.closure_px):
         print(f"loop closure of the pair measurements: {record.closure_px:.3f} px RMS")
-    hint = closure_hint(record.closure_px, record.pair_sigma_px)
-    if hint:
-        print(f"note: {hint}")
+    found = problems(rows, args.min_confidence, closure_hint(record.closure_px, record.pair_sigma_px))
+    for line in found:
+        print(f"warning: {line}", file=sys.stderr)
+    if found and not args.force:
+        print("error: nothing written: the correction is not trustworthy (see the warnings); --force writes it "
+              "anyway, with the warnings in metadata.drift_framework.warnings", file=sys.stderr)
+        return 1
+    record.set_item("warnings", found)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    aligned.save(str(out), overwrite=True)  # checked above: not the input, and new unless --overwrite
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     print(f"written: {out} and {csv_path}")
     return 0

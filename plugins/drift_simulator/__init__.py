@@ -60,7 +60,8 @@ SOURCE_PARAMS = {
     "interstitial_fraction": Param("float", 0.0, "Fraction of extra atoms at random positions", ge=0, le=1),
     "displacement_px": Param("float", 0.0, "Std of frozen random atom displacements", ge=0),
     "contrast": Param("str", "bright", "bright (HAADF-like) or dark (ABF-like) atoms", choices=("bright", "dark")),
-    "baseline": Param("float", 0.1, "Signal level between atoms (dark contrast: the bright level)", ge=0),
+    "baseline": Param("float", 0.1, "Signal level between atoms (bright contrast) or in the darkest column (dark "
+                                    "contrast: the background is this plus the brightest column's peak)", ge=0),
     "noise": Param("mapping", {"kind": "gaussian", "snr": 1.0}, "Detector noise", variants=_NOISE),
     "background": Param("mapping", None, "Slow background fixed to the detector", fields={
         "amplitude": Param("float", 0.0, "Peak amplitude (atom peak = 1)", ge=0),
