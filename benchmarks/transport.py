@@ -73,11 +73,12 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     p.add_argument("--out", default="runs/bench")
     args = p.parse_args(argv)
-    rows = [measure(size, ser, args.seconds) for size in args.sizes for ser in ("marshal", "serpent")]
+    rows = [measure(size, ser, args.seconds) for size in args.sizes for ser in ("msgpack", "marshal", "serpent")]
     write_table(rows, args.out, "transport", title="Frame transport over Pyro5 (loopback, float32)",
                 command="python benchmarks/transport.py " + " ".join(sys.argv[1:]),
-                notes="marshal (what drift_pyro5 uses) carries the raw bytes; serpent (Pyro5's default) "
-                      "base64-encodes them.\n")
+                notes="msgpack (what drift_pyro5 uses) and marshal carry the raw bytes; serpent (Pyro5's default) "
+                      "base64-encodes them. marshal is not safe against malformed or malicious data, so drift "
+                      "serve refuses it; msgpack only ever builds plain values.\n")
     print(markdown_table(rows))
     return 0
 

@@ -75,6 +75,7 @@ def _print_summary(summary: RunSummary) -> None:
         ("estimates gated (not acted on)", f"{summary.skipped}"),
         ("commands clipped by limits", f"{summary.clipped}"),
         ("pauses (bad estimates in a row)", f"{summary.pauses}"),
+        ("microscope restarts (new reference)", f"{summary.session_breaks}"),
     ]
     if math.isfinite(summary.residual_rms_px):
         rows += [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,16 @@ import numpy as np
 from . import __version__
 from .assembly import build_run_components, close_component
 from .calibration import calibration_matrix, calibration_origin
+from .engine import Engine
 from .interrupts import INTERRUPTED, StopOnSignals
 from .limits import Limits
-from .pipeline import Pipeline, check_image
-from .policy import Actuation, CalibrationCheck, CorrectionSchedule, ReferenceStrategy, Suspender
+from .pipeline import Pipeline
 from .recipe import Recipe, load_recipe
 from .registry import get_registry, plugin_versions, register_checked
-from .settings import RunSettings, TrackingRegion
 from .steps import Status, Step
-from .store import RunWriter, is_image, storable
+from .store import RunWriter, storable
 from .summary import WARMUP_FRAMES, RunSummary, RunTally
-from .types import Frame, FrameError, RegionSource, SourceExhausted
+from .types import SourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -162,152 +161,6 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
             for name in registered:
                 pm.unregister(name=name)
     return summary
-
-
-class Engine:
-    """One run's step policy: measure each frame against the reference, gate, and act through the actuation."""
-
-    def __init__(self, settings: RunSettings, pipeline: Pipeline, controller: Any, actuator: Any,
-                 limits: Limits | None, calibration: np.ndarray,
-                 journal: Callable[[int, np.ndarray], None] | None = None):
-        self.settings, self.pipeline = settings, pipeline
-        self.reference = ReferenceStrategy(settings.reference, settings.rolling_every, settings.keyframe_shift)
-        self.suspender = Suspender(settings.pause_after_bad, settings.resume_after_good)
-        self.schedule = CorrectionSchedule(settings.correct_every, settings.correct_every_s)
-        self.actuation = (Actuation(actuator, controller, limits, calibration, settings.actuation_delay_frames,
-                                    journal) if actuator is not None and limits is not None else None)
-        self.calibration_check = CalibrationCheck()
-        self.failure: str | None = None  # set when corrections make the view worse: the run must stop
-        self.last_offset = np.zeros(2)  # the content offset of the last good estimate
-        self.last_time: float | None = None
-        self.period: float | None = None
-
-    def frame_steps(self, frame: Frame, source: Any, tracking: TrackingRegion | None) -> Iterator[tuple[Step, Any]]:
-        """The steps of one frame: the frame's own, then its tracking-region sub-scans (with their images)."""
-        t_step = time.perf_counter()
-        if tracking is None:
-            step = self.step(frame)
-        else:
-            before = self.last_time
-            step = self.observe(frame)
-            frame_s = frame.time_s - before if before is not None else 0.0
-            step.status, step.message = Status.FRAME, "drift measured on the tracking region"
-            if self.reference.frame is None:
-                # the region's first reference is the same region of the first usable frame, so
-                # region offsets are offsets since that frame, like those of frames
-                self._take_region_reference(frame, tracking)
-        step.step_seconds = time.perf_counter() - t_step
-        yield step, frame.data
-        if tracking is not None:
-            for region_step in self._sub_scans(source, tracking, frame_s):
-                yield region_step, None
-
-    def observe(self, frame: Frame, *, region: bool = False) -> Step:
-        """A step for ``frame`` with what is known before measuring: time, field of view, ground truth."""
-        meta = frame.meta or {}
-        seen = self.actuation.seen_fov(frame.index) if self.actuation is not None else np.zeros(2)
-        step = Step(frame.index, frame.time_s, Status.REFERENCE, fov=seen, true_offset=_vec(meta, "true_offset_px"),
-                    true_drift=_vec(meta, "true_drift_px"), region=region)
-        if self.last_time is not None and frame.time_s > self.last_time:
-            self.period = frame.time_s - self.last_time
-        self.last_time = frame.time_s
-        return step
-
-    def step(self, frame: Frame, *, region: bool = False, aim_time_s: float | None = None) -> Step:
-        """Measure ``frame``, gate the estimate, and correct when a correction is due."""
-        step = self.observe(frame, region=region)
-        ref = self.reference.frame
-        if ref is None:
-            try:
-                check_image(frame.data, "reference")
-            except FrameError as exc:  # a bad first frame must not become the reference
-                step.status, step.message = Status.BAD_FRAME, self.suspender.bad(f"no reference yet: {exc}")
-                return step
-            self.reference.take(frame, np.zeros(2))
-            step.offset = np.zeros(2)
-            self.calibration_check.observe(step.offset, step.fov, 0.0)
-            return step
-        if is_image(frame.data) and np.shape(frame.data) != np.shape(ref.data):
-            # the acquisition geometry changed (scan size, binning): nothing to compare with, so this frame
-            # becomes the reference and the offset carries on from the last measurement
-            step.status = Status.BAD_FRAME
-            step.message = f"frame shape changed from {np.shape(ref.data)} to {np.shape(frame.data)}; new reference"
-            log.warning("frame %d: %s", frame.index, step.message)
-            self.reference.take(frame, self.last_offset)
-            step.offset = self.last_offset.copy()
-            return step
-        try:
-            shift = self.pipeline.estimate(ref.data, frame.data)
-        except FrameError as exc:
-            step.status, step.message = Status.BAD_FRAME, self.suspender.bad(str(exc))
-            return step
-        step.shift = shift
-        step.offset = self.reference.offset + shift.vector
-        s = self.settings
-        good = (np.isfinite(shift.dy) and np.isfinite(shift.dx)
-                and not (shift.confidence < s.min_confidence) and not (shift.sigma > s.max_sigma_px))
-        if not good:
-            step.status = Status.LOW_CONFIDENCE
-            saturated = shift.meta.get("saturated")
-            why = f"saturated: {saturated:.1%} of the pixels at a ceiling; " if saturated else ""
-            step.message = self.suspender.bad(f"{why}confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px")
-            if saturated:
-                log.warning("frame %d is saturated (%.1f%% of the pixels at a ceiling): not acted on", frame.index,
-                            100 * saturated)
-            return step
-        self.last_offset = step.offset.copy()
-        self.reference.after_good(frame, step.offset)
-        step.status = Status.MEASURED
-        self.calibration_check.observe(step.offset, step.fov, shift.sigma)
-        if self.actuation is not None and self.failure is None and s.check_calibration:
-            self.failure = self.calibration_check.failure()
-        if self.failure is not None:  # never move again against the evidence
-            step.status, step.message = Status.HELD, f"held: {self.failure}"
-            return step
-        may_act, step.message = self.suspender.good()
-        if not may_act:
-            step.status = Status.HELD
-            return step
-        if self.actuation is None or not self.schedule.due(frame.index, frame.time_s):
-            return step
-        drift = step.offset + step.fov  # the field of view this frame was taken at, not the one commanded since
-        next_time = aim_time_s if aim_time_s is not None else frame.time_s + (1 + s.actuation_delay_frames) * (
-            self.period or 0.0)
-        probe = self.calibration_check.probe() if s.check_calibration else None
-        sent = self.actuation.correct(frame.index, frame.time_s, drift, shift.sigma, next_time, probe)
-        step.requested, step.command, step.clipped = sent.requested, sent.command, sent.clipped
-        step.status = Status.CORRECTED
-        return step
-
-    def _take_region_reference(self, frame: Frame, tracking: TrackingRegion) -> None:
-        """Make the tracking region of ``frame`` the reference (when ``frame`` is a usable image)."""
-        try:
-            image = check_image(frame.data, "frame")
-        except FrameError:
-            return
-        (y0, x0), size = (int(v) for v in tracking.position or (0, 0)), tracking.size_px
-        crop = Frame(data=image[y0:y0 + size, x0:x0 + size], index=frame.index, time_s=frame.time_s,
-                     pixel_size_nm=frame.pixel_size_nm, meta=dict(frame.meta or {}))
-        self.reference.take(crop, np.zeros(2))
-        self.calibration_check.observe(np.zeros(2), self.actuation.fov if self.actuation else np.zeros(2), 0.0)
-
-    def _sub_scans(self, source: RegionSource, tracking: TrackingRegion, frame_s: float) -> Iterator[Step]:
-        """Acquire, measure and act on the tracking-region sub-scans between two frames."""
-        for k in range(tracking.per_frame):
-            t0 = time.perf_counter()
-            before = self.last_time
-            sub = source.acquire_region(tracking.position or (0, 0), (tracking.size_px,) * 2)
-            # aim at the middle of the next frame, after the sub-scans still to come
-            region_s = sub.time_s - before if before is not None else 0.0
-            aim = sub.time_s + (tracking.per_frame - 1 - k) * region_s + (frame_s + region_s) / 2
-            step = self.step(sub, region=True, aim_time_s=aim)
-            step.step_seconds = time.perf_counter() - t0
-            yield step
-
-
-def _vec(meta: dict, key: str) -> np.ndarray:
-    v = meta.get(key)
-    return np.asarray(v, float) if v is not None else np.full(2, np.nan)
 
 
 def _notify(pm: Any, hook: str, **kwargs: Any) -> None:

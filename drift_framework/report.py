@@ -128,6 +128,9 @@ def report(run_path: str | os.PathLike, out_dir: str | os.PathLike | None = None
                   f"(uncorrected: {rms(s['true_drift'][f][after]):.3f} px)"]
     if summary:
         lines += [f"- stop reason: {summary.get('stop_reason')}"]
+        if summary.get("session_breaks"):
+            lines += [f"- the microscope restarted {summary['session_breaks']} time(s) during the run: a new reference "
+                      "was taken each time, and offsets before and after are not comparable"]
     lines += ["", f"![trajectories]({files['trajectories'].name})", "", f"![commands]({files['commands'].name})", ""]
     md = out / f"{stem}-report.md"
     md.write_text("\n".join(lines))

@@ -29,6 +29,9 @@ RUN_SCHEMA: dict[str, Param] = {
                                        "after resume_after_good good ones)", ge=1),
     "resume_after_good": Param("int", 3, "Resume after this many good estimates in a row", ge=1),
     "stop_after_bad": Param("int", 50, "Stop the run after this many bad estimates in a row", ge=1),
+    "on_session_break": Param("str", "new-reference", "When the microscope restarts mid-run (a new session): take a "
+                                                      "new reference, or also pause corrections until good "
+                                                      "estimates resume", choices=("new-reference", "pause")),
     "check_calibration": Param("bool", True, "Prove the calibration on the first corrections (small probes) and "
                                              "stop correcting when corrections make the view worse"),
     "seed": Param("int", None, "Seed shared with components that take one", nullable=True),
@@ -85,6 +88,7 @@ class RunSettings:
     pause_after_bad: int = 5
     resume_after_good: int = 3
     stop_after_bad: int = 50
+    on_session_break: str = "new-reference"
     check_calibration: bool = True
     seed: int | None = None
     tracking_region: TrackingRegion | None = None

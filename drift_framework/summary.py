@@ -28,6 +28,7 @@ class RunSummary:
     stop_reason: str
     duration_s: float
     pauses: int = 0
+    session_breaks: int = 0
     residual_rms_px: float = float("nan")
     uncorrected_rms_px: float = float("nan")
     measurement_rmse_px: float = float("nan")
@@ -42,7 +43,7 @@ class RunTally:
 
     def __init__(self) -> None:
         self.steps = 0
-        self.counts = {"corrected": 0, "skipped": 0, "clipped": 0, "pauses": 0}
+        self.counts = {"corrected": 0, "skipped": 0, "clipped": 0, "pauses": 0, "session_breaks": 0}
         self.sums = {"residual": [0.0, 0], "uncorrected": [0.0, 0], "measurement": [0.0, 0]}
 
     def add(self, step: Step) -> None:
@@ -51,6 +52,7 @@ class RunTally:
         self.counts["skipped"] += status in (Status.LOW_CONFIDENCE, Status.BAD_FRAME)
         self.counts["clipped"] += bool(step.clipped)
         self.counts["pauses"] += step.message.startswith("paused")
+        self.counts["session_breaks"] += step.message.startswith("session break")
         if step.region:  # the residual is that of the frames, which the tracking region keeps still
             if self.steps > WARMUP_FRAMES and status.measured:
                 self._sum("measurement", step.offset - step.true_offset)
@@ -75,5 +77,5 @@ class RunTally:
     def summary(self, name: str, out: Path, reason: str, duration: float) -> RunSummary:
         c = self.counts
         return RunSummary(name, str(out), self.steps, c["corrected"], c["skipped"], c["clipped"], reason,
-                          duration, c["pauses"], residual_rms_px=self.rms("residual"),
+                          duration, c["pauses"], c["session_breaks"], residual_rms_px=self.rms("residual"),
                           uncorrected_rms_px=self.rms("uncorrected"), measurement_rmse_px=self.rms("measurement"))

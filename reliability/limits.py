@@ -102,7 +102,7 @@ def server_limits(work: Path, commands: int, result: Result, seed: int = 0) -> N
     position = np.zeros(2)
     try:
         with Pyro5.api.Proxy(f"PYRO:drift.microscope@127.0.0.1:{port}") as proxy:
-            proxy._pyroSerializer = "marshal"
+            proxy._pyroSerializer = "msgpack"
             for i in range(commands):
                 cmd = hostile[i % len(hostile)] if i % 4 == 0 else (rng.standard_cauchy(2) * 3).tolist()
                 result.cases += 1

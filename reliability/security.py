@@ -100,7 +100,7 @@ def network(work: Path, result: Result) -> None:
     server.start()
     try:
         with Pyro5.api.Proxy(f"PYRO:drift.microscope@127.0.0.1:{port}") as proxy:
-            proxy._pyroSerializer = "marshal"
+            proxy._pyroSerializer = "msgpack"
             proxy.info()
             for attr in ("_applied", "_actuator", "_limits", "_position", "_lock", "__dict__", "__class__",
                          "__init__"):
@@ -113,6 +113,7 @@ def network(work: Path, result: Result) -> None:
                         result.fail(f"Pyro5: {attr} is reachable")
                 except (AttributeError, Pyro5.errors.PyroError, TypeError):
                     pass
+        wire_fuzz(f"PYRO:drift.microscope@127.0.0.1:{port}", port, result)
     finally:
         server.stop()
     drift = str(Path(sys.executable).with_name("drift"))
@@ -124,6 +125,82 @@ def network(work: Path, result: Result) -> None:
                              capture_output=True, text=True, timeout=60)
         if out.returncode == 0 or "allow-remote" not in out.stderr or "Traceback" in out.stderr:
             result.fail(f"drift serve --host {host}: not refused ({out.returncode}, {out.stderr.strip()[:200]!r})")
+
+
+def wire_fuzz(uri: str, port: int, result: Result, seed: int = 0) -> None:
+    """Malformed and malicious wire messages: the server must answer with an error or drop the connection, and
+    keep serving (checked after every case); the client must turn a malformed frame into one clear error."""
+    import marshal
+    import random
+    import socket
+
+    import msgpack
+    import Pyro5.api
+    import Pyro5.errors
+    from Pyro5 import protocol
+
+    from drift_pyro5.transport import WireError, frame_from_wire
+
+    rng = random.Random(seed)
+
+    def alive(label: str) -> None:
+        try:
+            with Pyro5.api.Proxy(uri) as p:
+                p._pyroSerializer = "msgpack"
+                p.info()
+        except Exception as exc:  # the server died or hangs
+            result.fail(f"wire, {label}: the server stopped answering ({type(exc).__name__}: {exc})")
+
+    def raw(label: str, payload: bytes) -> None:
+        result.cases += 1
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(payload)
+                sock.settimeout(2)
+                try:
+                    sock.recv(65536)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        alive(label)
+
+    for k in range(6):
+        raw(f"random bytes {k}", bytes(rng.getrandbits(8) for _ in range(rng.choice([1, 16, 300, 5000]))))
+    call = (protocol.MSG_INVOKE, 0, 1)
+    raw("a marshal call (refused: marshal is unsafe)", protocol.SendingMessage(
+        *call, 2, marshal.dumps(("drift.microscope", "info", (), {}))).data)
+    raw("a truncated msgpack call", protocol.SendingMessage(
+        *call, 4, msgpack.packb(("drift.microscope", "move_by", ["stage", [1.0, 0.0], "x"], {}))[:-3]).data)
+    raw("msgpack garbage", protocol.SendingMessage(*call, 4, bytes(rng.getrandbits(8) for _ in range(64))).data)
+    raw("a header announcing 2 GB", protocol.SendingMessage(*call, 4, b"x" * 16).data[:6] + b"\x7f\xff\xff\xff")
+    with Pyro5.api.Proxy(uri) as proxy:
+        proxy._pyroSerializer = "msgpack"
+        for label, args in (("move_by with a string command", ("stage", "x", "id")),
+                            ("move_by with numbers for names", (1, [0.0, 0.0], 2)),
+                            ("move_by with a nested command", ("stage", [[1e308, 2], 3], "id2")),
+                            ("move_by with three numbers", ("stage", [0.0, 0.0, 0.0], "id3"))):
+            result.cases += 1
+            try:
+                proxy.move_by(*args)
+                result.fail(f"wire, {label}: accepted")
+            except (TypeError, ValueError, Pyro5.errors.PyroError):
+                pass
+            alive(label)
+    for label, msg in (("no data", {"shape": [8, 8]}), ("short data", {"data": b"12", "shape": [8, 8], "dtype": "<f4",
+                                                                        "index": 0, "time_s": 0.0}),
+                       ("object dtype", {"data": b"x" * 64, "shape": [8, 8], "dtype": "|O", "index": 0,
+                                         "time_s": 0.0}),
+                       ("negative shape", {"data": b"", "shape": [-8, 8], "dtype": "<f4", "index": 0, "time_s": 0.0}),
+                       ("not a mapping", [1, 2, 3])):
+        result.cases += 1
+        try:
+            frame_from_wire(msg)
+            result.fail(f"client, {label}: accepted")
+        except WireError:
+            pass
+        except Exception as exc:
+            result.fail(f"client, {label}: {type(exc).__name__}: {exc}")
 
 
 def _own_address() -> str | None:
@@ -142,7 +219,9 @@ def security_suite(work: Path) -> Result:
     work.mkdir(parents=True, exist_ok=True)
     result = Result("security", detail="YAML tags/anchors that construct objects or explode, recipe names that "
                                        "leave the run folder, pickle payloads in weights, private attributes of "
-                                       "the Pyro5 server, non-loopback binds without --allow-remote")
+                                       "the Pyro5 server, non-loopback binds without --allow-remote, fuzzed wire "
+                                       "messages to the server (raw bytes, marshal, truncated msgpack, wrong "
+                                       "argument types) and malformed frames to the client")
     recipes(work, result)
     weights(work, result)
     network(work, result)

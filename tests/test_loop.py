@@ -411,3 +411,31 @@ def test_saturated_frames_are_flagged_and_never_acted_on(tmp_path, monkeypatch, 
     assert list(run.steps["status"][4:6]) == [df.Status.LOW_CONFIDENCE] * 2
     np.testing.assert_array_equal(run.steps["command"][4:6], 0)
     assert "frame 4 is saturated" in caplog.text and "frame 5 is saturated" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["new-reference", "pause"])
+def test_a_restarted_microscope_starts_a_new_reference_or_pauses(tmp_path, mode):
+    from drift_framework.assembly import build_hardware
+
+    class RestartsAtFrame6:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def acquire(self):
+            frame = self.inner.acquire()
+            if frame.index == 6:
+                frame.meta["session_break"] = "the microscope restarted"
+            return frame
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    recipe = df.load_recipe(_recipe(tmp_path, frames=14, extra_run=f", on_session_break: {mode}"))
+    source, actuator, _ = build_hardware(recipe)
+    summary = df.run(recipe, source=RestartsAtFrame6(source), actuator=actuator)
+    run = read_run(summary.output)
+    assert run.steps["status"][6] == df.Status.REFERENCE and summary.session_breaks == 1
+    after = list(run.steps["status"][7:10])
+    assert after[:2] == ([df.Status.HELD] * 2 if mode == "pause" else after[:2]) and df.Status.HELD not in (
+        after if mode == "new-reference" else [])
+    assert summary.stop_reason == "completed"

@@ -121,7 +121,14 @@ def test_server_restart_mid_run_loses_no_step_and_repeats_no_command(server, tmp
     summary = result["summary"]
     run = df.read_run(summary.output)
     assert summary.stop_reason == "completed" and len(run) == 400
-    np.testing.assert_array_equal(run.steps["index"][:20], np.arange(20))
+    np.testing.assert_array_equal(run.steps["index"], np.arange(400))   # the run's own index goes on …
+    assert np.all(np.diff(run.steps["time_s"]) > 0)                     # … and so does its clock
+    assert summary.session_breaks == 1                                  # the restart is recorded, not hidden
+    restarted = [i for i, s in enumerate(run.steps["status"]) if s == df.Status.REFERENCE and i > 0]
+    assert len(restarted) == 1 and 20 <= restarted[0] < 400              # a new reference where it restarted
+    from drift_framework.report import report
+
+    assert "restarted 1 time(s)" in report(summary.output, tmp_path / "report")["markdown"].read_text()
     assert max(reconnects) >= 1                            # the client really reconnected
     ids = [cid for cid, _ in sent]
     assert len(ids) == len(set(ids))                       # every command id once
@@ -147,7 +154,7 @@ def test_only_exposed_methods_are_reachable(server):
     import Pyro5.errors
 
     with Pyro5.api.Proxy(server.uri) as proxy:
-        proxy._pyroSerializer = "marshal"
+        proxy._pyroSerializer = "msgpack"
         assert "stage" in proxy.info()["actuators"]
         with pytest.raises(AttributeError):
             _ = proxy._applied
@@ -159,7 +166,7 @@ def test_server_enforces_its_own_limits(server):
     import Pyro5.api
 
     with Pyro5.api.Proxy(server.uri) as proxy:
-        proxy._pyroSerializer = "marshal"
+        proxy._pyroSerializer = "msgpack"
         result = proxy.move_by("stage", [1e6, -1e6], "id-1")
         assert result["clipped"] and np.hypot(*result["sent"]) <= 2.0 + 1e-9
         again = proxy.move_by("stage", [1e6, -1e6], "id-1")
@@ -194,7 +201,7 @@ def test_tls(tmp_path):
     srv = Server(tmp_path / "served.yaml", _free_port(), "--tls-cert", str(cert), "--tls-key", str(key)).start()
     try:
         code = ("import Pyro5.api; from Pyro5 import config; config.SSL = True; "
-                f"config.SSL_CACERTS = {str(cert)!r}; p = Pyro5.api.Proxy({srv.uri!r}); p._pyroSerializer = 'marshal'; "
+                f"config.SSL_CACERTS = {str(cert)!r}; p = Pyro5.api.Proxy({srv.uri!r}); p._pyroSerializer = 'msgpack'; "
                 "print(sorted(p.info()['actuators'])); print(len(p.acquire()['data']))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

@@ -36,7 +36,7 @@ class _Remote:
         self.proxy._pyroSerializer = SERIALIZER
         self.proxy._pyroTimeout = self.timeout
         self.reconnects = 0
-        self.call("info")
+        self.session = self.call("info").get("session")
 
     def call(self, method: str, *args):
         delay = self.backoff
@@ -61,10 +61,37 @@ class _Remote:
 
 
 class RemoteSource(_Remote):
-    """Frame source ``pyro5``."""
+    """Frame source ``pyro5``.
+
+    Frames are numbered and timed by this client, so indices and times keep increasing whatever the server does:
+    a microscope restarted between two frames (a new session: its clock and frame count start again at zero, its
+    stage at home) is marked on the first frame of the new session (``meta["session_break"]``), and the engine
+    takes a new reference there.  The server's own index and time are kept in ``meta``.
+    """
+
+    def __init__(self, params: dict, context=None):
+        super().__init__(params)
+        self.index, self.time_offset = 0, 0.0
+        self.last_time: float | None = None
+        self.period = 0.0
 
     def acquire(self):
-        return frame_from_wire(self.call("acquire"))
+        msg = self.call("acquire")
+        frame = frame_from_wire(msg)
+        frame.meta.update(remote_index=frame.index, remote_time_s=frame.time_s)
+        session = msg.get("session")
+        if session != self.session:
+            frame.meta["session_break"] = (f"the microscope at {self.uri} restarted (session {str(self.session)[:8]}"
+                                           f" → {str(session)[:8]}): its clock and stage started again")
+            log.warning("%s", frame.meta["session_break"])
+            self.session = session
+            # continue this client's clock one period after the last frame
+            self.time_offset = (self.last_time or 0.0) + self.period - frame.time_s
+        frame.time_s += self.time_offset
+        if self.last_time is not None:
+            self.period = max(frame.time_s - self.last_time, 0.0) or self.period
+        frame.index, self.index, self.last_time = self.index, self.index + 1, frame.time_s
+        return frame
 
 
 class RemoteActuator(_Remote):

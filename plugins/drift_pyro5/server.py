@@ -13,8 +13,11 @@ import logging
 import os
 import socket
 import threading
+import uuid
 
 import numpy as np
+
+from .transport import SERIALIZER
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,16 @@ class Journal:
         self._fh.close()
 
 
+def refuse_unsafe_serializers() -> None:
+    """Make this process unable to decode ``marshal``: it is not safe against malformed or malicious data, and a
+    message's serializer is the sender's choice.  msgpack (ours), serpent and json build plain values only."""
+    from Pyro5 import serializers
+
+    marshal = serializers.serializers.pop("marshal", None)
+    if marshal is not None:
+        serializers.serializers_by_id.pop(marshal.serializer_id, None)
+
+
 def make_service(source, actuators: dict, limits: dict, journal: Journal | None = None):
     """The exposed microscope object (a class built here so Pyro5 is imported only when serving)."""
     import Pyro5.api
@@ -67,6 +80,8 @@ def make_service(source, actuators: dict, limits: dict, journal: Journal | None 
     from drift_framework.limits import Limits
 
     from .transport import frame_to_wire
+
+    session = uuid.uuid4().hex  # a new one at every start: a client can tell a restarted microscope
 
     @Pyro5.api.expose
     @Pyro5.api.behavior(instance_mode="single")
@@ -79,16 +94,18 @@ def make_service(source, actuators: dict, limits: dict, journal: Journal | None 
 
         def info(self) -> dict:
             return {"actuators": {n: getattr(a, "units", "") for n, a in actuators.items()},
-                    "limits": limits, "source": type(source).__name__}
+                    "limits": limits, "source": type(source).__name__, "session": session}
 
         def acquire(self) -> dict:
             with self._lock:
-                return frame_to_wire(source.acquire())
+                return {**frame_to_wire(source.acquire()), "session": session}
 
         def calibration(self, actuator: str) -> list:
             return np.asarray(self._actuator(actuator).calibration, float).tolist()
 
         def move_by(self, actuator: str, command, command_id: str) -> dict:
+            if not isinstance(actuator, str) or not isinstance(command_id, str) or not isinstance(command, list):
+                raise TypeError("move_by(actuator: str, command: [dy, dx], command_id: str)")
             with self._lock:
                 if command_id in self._applied:
                     return {**self._applied[command_id], "duplicate": True}
@@ -129,7 +146,8 @@ def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_r
                          "the microscope on the network (and consider --tls)")
     if recipe.actuator is not None and not recipe.limits:
         raise ServeError("the served actuator needs limits")
-    config.SERIALIZER = "marshal"
+    config.SERIALIZER = SERIALIZER
+    refuse_unsafe_serializers()
     if ssl_cert:
         config.SSL, config.SSL_SERVERCERT, config.SSL_SERVERKEY = True, ssl_cert, ssl_key
     if recipe.source is None:
