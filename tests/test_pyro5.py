@@ -211,3 +211,76 @@ def test_tls(tmp_path):
         assert plain.returncode != 0  # a client without TLS cannot talk to a TLS server
     finally:
         srv.stop()
+
+
+def _pki(tmp_path):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by the CA."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def save(name, cert, key):
+        (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"{name}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    def builder(subject, issuer, key):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1)))
+
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "drift test CA")])
+    ca = builder(ca_name, ca_name, ca_key).add_extension(x509.BasicConstraints(ca=True, path_length=None),
+                                                         critical=True).sign(ca_key, hashes.SHA256())
+    save("ca", ca, ca_key)
+    for name in ("server", "client"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        b = builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), ca_name, key)
+        if name == "server":
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        save(name, b.sign(ca_key, hashes.SHA256()), key)
+    return {k: str(tmp_path / k) for k in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def test_mutual_tls_admits_only_clients_with_a_certificate(tmp_path):
+    pki = _pki(tmp_path)
+    (tmp_path / "served.yaml").write_text(SERVED)
+    journal = tmp_path / "journal.jsonl"
+    srv = Server(tmp_path / "served.yaml", _free_port(), "--tls-cert", pki["server.pem"], "--tls-key",
+                 pki["server.key"], "--client-ca", pki["ca.pem"], "--journal", str(journal)).start()
+    try:
+        recipe = tmp_path / "remote.yaml"
+        tls = f"tls_ca: {pki['ca.pem']}, tls_cert: {pki['client.pem']}, tls_key: {pki['client.key']}"
+        recipe.write_text(f"name: mtls\nsource: {{plugin: pyro5, uri: '{srv.uri}', {tls}}}\npipeline: classical\n"
+                          f"controller: {{plugin: kalman}}\nactuator: {{plugin: pyro5, uri: '{srv.uri}', {tls}, "
+                          "limits: {max_step: 2.0, travel: 50.0}}\n"
+                          f"run: {{frames: 12, output: {tmp_path / 'mtls.h5'}}}\n")
+        out = drift_cli("run", str(recipe), "-q")
+        assert out.returncode == 0, out.stdout + out.stderr
+        moves = len(journal.read_text().splitlines())
+        assert moves >= 8                                             # the authenticated client moved the stage
+        code = ("import Pyro5.api; from Pyro5 import config; config.SSL = True; "
+                f"config.SSL_CACERTS = {pki['ca.pem']!r}; p = Pyro5.api.Proxy({srv.uri!r}); "
+                "p._pyroSerializer = 'msgpack'; p.move_by('stage', [0.1, 0.0], 'intruder')")
+        intruder = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert intruder.returncode != 0                                # TLS without a client certificate: refused
+        assert len(journal.read_text().splitlines()) == moves          # … and it never reached the hardware
+    finally:
+        srv.stop()
+    assert "refused a client: TLS handshake failed" in srv.proc.stderr.read()
+
+
+def test_serving_beyond_loopback_requires_client_authentication(tmp_path):
+    (tmp_path / "served.yaml").write_text(SERVED)
+    out = drift_cli("serve", str(tmp_path / "served.yaml"), "--host", "0.0.0.0", "--allow-remote",
+                    "--port", str(_free_port()))
+    assert out.returncode == 2 and "without client authentication" in out.stderr and "--client-ca" in out.stderr
+    assert "Traceback" not in out.stderr

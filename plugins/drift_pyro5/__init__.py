@@ -15,6 +15,9 @@ _CLIENT = {
     "timeout_s": Param("float", 10.0, "Timeout of every call", gt=0),
     "retries": Param("int", 5, "Reconnect attempts before giving up", ge=0, le=100),
     "backoff_s": Param("float", 0.2, "First wait between attempts (doubles, at most 5 s)", gt=0),
+    "tls_ca": Param("str", None, "CA certificate (PEM) the server's certificate must be signed by: TLS", nullable=True),
+    "tls_cert": Param("str", None, "This client's certificate (PEM), for servers that require one", nullable=True),
+    "tls_key": Param("str", None, "This client's private key (PEM)", nullable=True),
 }
 
 
@@ -53,6 +56,10 @@ def drift_commands(subparsers):
     p.add_argument("--nameserver", action="store_true", help="also register with a Pyro5 name server")
     p.add_argument("--tls-cert", help="server certificate (PEM): serve over TLS")
     p.add_argument("--tls-key", help="server private key (PEM)")
+    p.add_argument("--client-ca", help="CA certificate (PEM): only clients with a certificate it signed connect "
+                                       "(mutual TLS; required beyond loopback)")
+    p.add_argument("--no-client-auth", action="store_true",
+                   help="beyond loopback, accept clients without certificates (anyone who reaches the port)")
     p.add_argument("--journal", help="append every applied command id to this file and reload it at start: "
                                      "commands stay at-most-once across server restarts")
     p.set_defaults(func=_serve)
@@ -69,5 +76,6 @@ def _serve(args) -> int:
         print(f"serving {uri}", flush=True)
 
     serve(recipe, host=args.host, port=args.port, allow_remote=args.allow_remote, nameserver=args.nameserver,
-          ssl_cert=args.tls_cert, ssl_key=args.tls_key, journal=args.journal, ready=ready)
+          ssl_cert=args.tls_cert, ssl_key=args.tls_key, client_ca=args.client_ca, no_client_auth=args.no_client_auth,
+          journal=args.journal, ready=ready)
     return 0

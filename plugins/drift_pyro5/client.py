@@ -29,6 +29,11 @@ class _Remote:
         self.errors = Pyro5.errors
         self.uri, self.timeout = params["uri"], params["timeout_s"]
         self.retries, self.backoff = params["retries"], params["backoff_s"]
+        if params.get("tls_ca") or params.get("tls_cert"):
+            from Pyro5 import config  # Pyro5's TLS settings are per process
+
+            config.SSL, config.SSL_CACERTS = True, params.get("tls_ca") or ""
+            config.SSL_CLIENTCERT, config.SSL_CLIENTKEY = params.get("tls_cert") or "", params.get("tls_key") or ""
         try:
             self.proxy = Pyro5.api.Proxy(self.uri)
         except self.errors.PyroError as exc:

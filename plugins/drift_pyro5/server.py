@@ -63,6 +63,26 @@ class Journal:
         self._fh.close()
 
 
+class _RefusedClients(logging.Filter):
+    """Pyro5 reports a failed TLS handshake (a client without a valid certificate) as a socket error: say what it
+    is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "SSL" in text or "certificate" in text or "handshake" in text:
+            record.msg, record.args = "refused a client: TLS handshake failed (%s)", (text,)
+            record.name = __name__
+        return True
+
+
+def _log_refused_clients() -> None:
+    # Pyro5 silences its own logging unless PYRO_LOGLEVEL is set; warnings (refused clients) must be seen
+    pyro = logging.getLogger("Pyro5")
+    if pyro.level > logging.WARNING:
+        pyro.setLevel(logging.WARNING)
+    logging.getLogger("Pyro5.threadpoolserver").addFilter(_RefusedClients())  # the logger of the accept loop
+
+
 def refuse_unsafe_serializers() -> None:
     """Make this process unable to decode ``marshal``: it is not safe against malformed or malicious data, and a
     message's serializer is the sender's choice.  msgpack (ours), serpent and json build plain values only."""
@@ -134,22 +154,40 @@ def make_service(source, actuators: dict, limits: dict, journal: Journal | None 
 
 def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_remote: bool = False,
           nameserver: bool = False, ssl_cert: str | None = None, ssl_key: str | None = None,
-          journal: str | None = None, ready=None):
-    """Build the recipe's source and actuator and serve them until interrupted."""
+          client_ca: str | None = None, no_client_auth: bool = False, journal: str | None = None, ready=None):
+    """Build the recipe's source and actuator and serve them until interrupted.
+
+    Beyond loopback, clients must authenticate: TLS with a server certificate (``ssl_cert``, ``ssl_key``) and
+    client certificates signed by ``client_ca`` (mutual TLS), unless ``no_client_auth`` says otherwise.
+    """
     import Pyro5.api
+    import Pyro5.errors
     from Pyro5 import config
 
     from drift_framework.assembly import build_hardware, close_component
 
     if not is_loopback(host) and not allow_remote:
         raise ServeError(f"refusing to listen on {host}: not a loopback address; pass --allow-remote to expose "
-                         "the microscope on the network (and consider --tls)")
+                         "the microscope on the network (with --tls-cert, --tls-key and --client-ca)")
+    if not is_loopback(host) and not (ssl_cert and client_ca) and not no_client_auth:
+        raise ServeError(f"refusing to listen on {host} without client authentication: anyone who reaches the port "
+                         "could move the stage; give --tls-cert, --tls-key and --client-ca (mutual TLS, see the "
+                         "'Remote microscopes' page for making the certificates), or --no-client-auth to accept "
+                         "any client")
+    if client_ca and not ssl_cert:
+        raise ServeError("--client-ca needs --tls-cert and --tls-key (client certificates are checked over TLS)")
+    for label, path in (("--tls-cert", ssl_cert), ("--tls-key", ssl_key), ("--client-ca", client_ca)):
+        if path and not os.path.isfile(path):
+            raise ServeError(f"{label} {path}: no such file")
     if recipe.actuator is not None and not recipe.limits:
         raise ServeError("the served actuator needs limits")
     config.SERIALIZER = SERIALIZER
     refuse_unsafe_serializers()
     if ssl_cert:
         config.SSL, config.SSL_SERVERCERT, config.SSL_SERVERKEY = True, ssl_cert, ssl_key
+    if client_ca:
+        config.SSL_REQUIRECLIENTCERT, config.SSL_CACERTS = True, client_ca
+    _log_refused_clients()
     if recipe.source is None:
         raise ServeError("the recipe has no source to serve")
     source, actuator, _ = build_hardware(recipe)
@@ -157,8 +195,20 @@ def serve(recipe, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_r
     limits = {"stage": dict(recipe.limits)} if actuator is not None else {}
     log_ = Journal(journal) if journal else None
     service = make_service(source, actuators, limits, log_)
+
+    class Daemon(Pyro5.api.Daemon):
+        def validateHandshake(self, conn, data):  # noqa: N802 (Pyro5's name)
+            peer = conn.sock.getpeercert() if client_ca and hasattr(conn.sock, "getpeercert") else None
+            if client_ca and not peer:
+                log.warning("refused a client from %s: no client certificate", conn.sock.getpeername())
+                raise Pyro5.errors.SecurityError("a client certificate is required")
+            if peer:
+                subject = dict(item[0] for item in peer.get("subject", ()))
+                log.info("client %s connected from %s", subject.get("commonName", "?"), conn.sock.getpeername())
+            return super().validateHandshake(conn, data)
+
     try:
-        with Pyro5.api.Daemon(host=host, port=port) as daemon:
+        with Daemon(host=host, port=port) as daemon:
             uri = daemon.register(service, OBJECT_ID)
             if nameserver:
                 Pyro5.api.locate_ns().register(OBJECT_ID, uri)
