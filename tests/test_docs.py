@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import ROOT
 
+import drift_framework as df
 from drift_framework import docgen, load_recipe
 from drift_framework.recipe import load_train_recipe
 from drift_framework.registry import BUILTIN_PLUGINS, get_registry
@@ -135,3 +137,63 @@ def test_readme_comparison_table_is_the_generated_one():
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<details><summary>The table behind the figure</summary>", 1)[1].split("</details>", 1)[0]
     assert [line for line in block.splitlines() if line.startswith("|")] == generated
+
+
+def _served_microscope(tmp_path, tls: bool):
+    """`drift serve` of the virtual microscope on a free loopback port (with the lab PKI of the remote page)."""
+    from test_pyro5 import SERVED, Server, _free_port, _pki
+
+    (tmp_path / "served.yaml").write_text(SERVED)
+    args = []
+    if tls:
+        pki = _pki(tmp_path)
+        for src, name in (("ca.pem", "lab-ca.pem"), ("client.pem", "analysis-1.pem"), ("client.key", "analysis-1.key")):
+            (tmp_path / name).write_bytes(Path(pki[src]).read_bytes())
+        args = ["--tls-cert", pki["server.pem"], "--tls-key", pki["server.key"], "--client-ca", pki["ca.pem"]]
+    return Server(tmp_path / "served.yaml", _free_port(), *args).start()
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if fences(p, "yaml")], ids=lambda p: p.name)
+def test_recipe_snippets_run(page, tmp_path, monkeypatch):
+    """Every recipe on the page runs as written (5 frames, in a fresh folder): a recorded series is written where
+    the recipe names it, a served microscope (with the certificates the page tells how to make) answers where
+    the recipe points, and a training recipe's source makes pairs."""
+    import hyperspy.api as hs
+
+    from drift_framework.assembly import build_source
+
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for k, body in enumerate(fences(page, "yaml")):
+        if body.startswith("--8<--"):
+            continue
+        data = yaml.safe_load(body)
+        trainer_name = re.match(r"# drift train (\w+)", body)
+        if trainer_name:  # trained for real on a tiny budget, so the recipes after it find the weights it wrote
+            data["train"].update(batches=4, batch_size=4, validate_every=2, validation_pairs=4,
+                                 validation_levels=[1.0])
+            path = tmp_path / f"train{k}.yaml"
+            path.write_text(yaml.safe_dump(data))
+            recipe, trainer = load_train_recipe(path, trainer_name.group(1))
+            result = trainer.run(recipe, {"resume": False, "device": "cpu", "progress": False})
+            assert Path(data["train"]["output"].replace("{name}", data["name"])).is_file(), result
+            ran += 1
+            continue
+        text = body if "source" in data else yaml.safe_dump({**BASE_RECIPE, **data})
+        source = data.get("source", {})
+        server = None
+        if isinstance(source, dict) and source.get("plugin") == "hyperspy":
+            sim = build_source("simulator", shape=[64, 64], spacing_px=[10],
+                               drift=[{"kind": "linear", "velocity_px_per_frame": [0.3, 0.2]}])
+            hs.signals.Signal2D(np.stack([sim.acquire().data for _ in range(6)])).save(source["path"])
+        if isinstance(source, dict) and source.get("plugin") == "pyro5":
+            server = _served_microscope(tmp_path, tls="tls_cert" in source)
+            text = re.sub(r"PYRO:drift\.microscope@[\w.]+:\d+", server.uri, text)
+        try:
+            summary = df.run(text, output=tmp_path / f"block{k}.h5", frames=5)
+        finally:
+            if server is not None:
+                server.stop()
+        assert summary.steps >= 2 and df.read_run(summary.output).finished, (page.name, k, summary.stop_reason)
+        ran += 1
+    assert ran or all(body.startswith("--8<--") for body in fences(page, "yaml"))
