@@ -97,7 +97,7 @@ class Engine:
                 return step
             self.reference.take(frame, np.zeros(2))
             step.offset = np.zeros(2)
-            self.calibration_check.observe(step.offset, step.fov, 0.0)
+            self.calibration_check.observe(step.offset, step.fov, 0.0, frame.time_s)
             return step
         if is_image(frame.data) and np.shape(frame.data) != np.shape(ref.data):
             # the acquisition geometry changed (scan size, binning): nothing to compare with, so this frame
@@ -130,7 +130,7 @@ class Engine:
         self.last_offset = step.offset.copy()
         self.reference.after_good(frame, step.offset)
         step.status = Status.MEASURED
-        self.calibration_check.observe(step.offset, step.fov, shift.sigma)
+        self.calibration_check.observe(step.offset, step.fov, shift.sigma, frame.time_s)
         if self.actuation is not None and self.failure is None and s.check_calibration:
             self.failure = self.calibration_check.failure()
         if self.failure is not None:  # never move again against the evidence
@@ -145,7 +145,7 @@ class Engine:
         drift = step.offset + step.fov  # the field of view this frame was taken at, not the one commanded since
         next_time = aim_time_s if aim_time_s is not None else frame.time_s + (1 + s.actuation_delay_frames) * (
             self.period or 0.0)
-        probe = self.calibration_check.probe() if s.check_calibration else None
+        probe = self.calibration_check.probe(next_time - frame.time_s) if s.check_calibration else None
         sent = self.actuation.correct(frame.index, frame.time_s, drift, shift.sigma, next_time, probe)
         step.requested, step.command, step.clipped = sent.requested, sent.command, sent.clipped
         step.status = Status.CORRECTED
@@ -161,7 +161,6 @@ class Engine:
         crop = Frame(data=image[y0:y0 + size, x0:x0 + size], index=frame.index, time_s=frame.time_s,
                      pixel_size_nm=frame.pixel_size_nm, meta=dict(frame.meta or {}))
         self.reference.take(crop, np.zeros(2))
-        self.calibration_check.observe(np.zeros(2), self.actuation.fov if self.actuation else np.zeros(2), 0.0)
 
     def _sub_scans(self, source: RegionSource, tracking: TrackingRegion, frame_s: float) -> Iterator[Step]:
         """Acquire, measure and act on the tracking-region sub-scans between two frames."""

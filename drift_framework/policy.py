@@ -196,31 +196,33 @@ class CalibrationCheck:
 
     def __init__(self, drift_change_px: float = 0.15, min_probes: int = 2):
         self.drift_change_px, self.min_probes = drift_change_px, min_probes
-        self.last: tuple[np.ndarray, np.ndarray, float] | None = None
-        self.still: list[np.ndarray] = []                               # u of pairs without moves: the drift alone
+        self.last: tuple[np.ndarray, np.ndarray, float, float] | None = None
+        self.still: list[np.ndarray] = []       # drift rates (px/s) of pairs without moves: the drift alone
         self.probes: list[tuple[np.ndarray, np.ndarray, float]] = []    # (r, Δf, σ of the pair)
         self.proven = False
         self.message: str | None = None
 
-    def observe(self, offset: np.ndarray, fov_seen: np.ndarray, sigma_px: float) -> None:
-        """A well-measured frame: its content offset, the field-of-view position it was taken at (px), its σ."""
+    def observe(self, offset: np.ndarray, fov_seen: np.ndarray, sigma_px: float, time_s: float) -> None:
+        """A well-measured frame: its content offset, the field-of-view position it was taken at (px), its σ, and
+        its time (pairs are compared through the drift *rate*: their intervals may differ, as with sub-scans)."""
         offset, fov_seen = np.asarray(offset, float), np.asarray(fov_seen, float)
         sigma = float(sigma_px) if np.isfinite(sigma_px) else 0.0
-        if self.last is not None and self.deciding:
+        if self.last is not None and self.deciding and time_s > self.last[3]:
             d_fov = fov_seen - self.last[1]
             u = offset - self.last[0] + d_fov
+            dt = time_s - self.last[3]
             if float(np.hypot(*d_fov)) < 1e-9:
                 if not self.probes and float(np.hypot(*u)) > 1e-6:  # no motion at all: the same frame twice
-                    self.still.append(u)
+                    self.still.append(u / dt)
             elif float(np.hypot(*d_fov)) < 0.5 * self.PROBE_PX:
                 pass  # a move this small is lost in the noise and the drift's changes: no evidence either way
             elif self.still:
-                self.probes.append((u - np.median(self.still, axis=0), d_fov, float(np.hypot(sigma, self.last[2]))))
+                self.probes.append((u - np.median(self.still, axis=0) * dt, d_fov, float(np.hypot(sigma, self.last[2]))))
                 self._decide()
             else:  # moves reached the image before two frames showed the drift alone: nothing to compare with
                 self.proven = True
                 log.warning("the calibration cannot be checked (no two frames before the first move were measured)")
-        self.last = (offset.copy(), fov_seen.copy(), sigma)
+        self.last = (offset.copy(), fov_seen.copy(), sigma, time_s)
 
     def gain(self) -> tuple[float, float, float] | None:
         """``(S, T, se)``: the error gain along and across the moves, and its standard error."""
@@ -270,10 +272,11 @@ class CalibrationCheck:
         """A message once corrections have been seen making the view worse, else None."""
         return self.message
 
-    def probe(self) -> float | None:
-        """The largest correction (px) allowed now, None once the calibration has proved itself: half the drift per
-        frame (at least :attr:`PROBE_PX`) for the first :attr:`min_probes` probes, then 1.2 × (to keep up)."""
+    def probe(self, interval_s: float) -> float | None:
+        """The largest correction (px) allowed now, aiming ``interval_s`` ahead; None once the calibration has proved
+        itself: half the drift over the interval (at least :attr:`PROBE_PX`) for the first :attr:`min_probes`
+        probes, then 1.2 × (to keep up)."""
         if self.proven:
             return None
-        speed = float(np.hypot(*np.median(self.still, axis=0))) if self.still else 0.0
+        speed = float(np.hypot(*np.median(self.still, axis=0))) * max(interval_s, 0.0) if self.still else 0.0
         return max(self.PROBE_PX, (0.5 if len(self.probes) < self.min_probes else 1.2) * speed)

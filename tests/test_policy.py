@@ -111,12 +111,12 @@ def _loop(gain, frames=14, drift=(0.4, -0.3), noise=0.02, seed=0):
     specimen = np.zeros(2)
     for k in range(frames):
         offset = specimen - true_view + rng.normal(0, noise, 2)
-        check.observe(offset, fov, noise * np.sqrt(2))
+        check.observe(offset, fov, noise * np.sqrt(2), float(k))
         if check.failure():
             break
         if k >= 1:  # follow the measured drift, as the controllers do
             move = offset + 0.0
-            cap = check.probe()
+            cap = check.probe(1.0)
             if cap is not None and np.hypot(*move) > cap:
                 move = move * cap / np.hypot(*move)
             fov, true_view = fov + move, true_view + np.asarray(gain) @ move
@@ -126,7 +126,7 @@ def _loop(gain, frames=14, drift=(0.4, -0.3), noise=0.02, seed=0):
 
 def test_calibration_check_proves_a_right_calibration_and_then_lifts_the_probe_limit():
     check, _ = _loop(np.eye(2))
-    assert check.proven and check.failure() is None and check.probe() is None
+    assert check.proven and check.failure() is None and check.probe(1.0) is None
 
 
 @pytest.mark.parametrize("gain", [-np.eye(2), [[0, -1], [1, 0]], [[0, 1], [1, 0]], 10 * np.eye(2)],
@@ -142,7 +142,8 @@ def test_calibration_check_probes_are_small_until_proven():
     from drift_framework.policy import CalibrationCheck
 
     check = CalibrationCheck()
-    assert check.probe() == CalibrationCheck.PROBE_PX           # before any drift was seen
-    check.observe(np.zeros(2), np.zeros(2), 0.01)
-    check.observe(np.array([2.0, 0.0]), np.zeros(2), 0.01)      # a fast drift: 2 px per frame
-    assert check.probe() == pytest.approx(1.0)                  # half of it for the first probes
+    assert check.probe(1.0) == CalibrationCheck.PROBE_PX        # before any drift was seen
+    check.observe(np.zeros(2), np.zeros(2), 0.01, 0.0)
+    check.observe(np.array([2.0, 0.0]), np.zeros(2), 0.01, 1.0)  # a fast drift: 2 px per second
+    assert check.probe(1.0) == pytest.approx(1.0)               # half of it for the first probes
+    assert check.probe(0.25) == CalibrationCheck.PROBE_PX       # the drift over a short interval is small
