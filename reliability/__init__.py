@@ -41,23 +41,24 @@ FOUND_AND_FIXED = """\
 
 SIZES = {  # quick: what the test suite runs; full: the published figures
     "quick": {"recipes": 300, "cli": 5, "kills": 3, "restarts": 3, "drops": 3, "delays": 2, "limit_cases": 100,
-              "limit_runs": 3, "limit_commands": 40},
+              "limit_runs": 3, "limit_commands": 40, "signal_runs": 1, "calibration_runs": 6, "dark_runs": 4},
     "full": {"recipes": 1000, "cli": 20, "kills": 20, "restarts": 20, "drops": 20, "delays": 10,
-             "limit_cases": 1000, "limit_runs": 12, "limit_commands": 300},
+             "limit_cases": 1000, "limit_runs": 12, "limit_commands": 300, "signal_runs": 5,
+             "calibration_runs": 40, "dark_runs": 20},
 }
 
 
 def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="the test suite's sizes (a minute) instead of the full run")
     p.add_argument("--long", action="store_true", help="add the 10 000-step long run (minutes)")
-    p.add_argument("--only", help="comma-separated categories: recipes,frames,process,remote,storage,limits,security")
+    p.add_argument("--only", help="comma-separated categories: recipes,frames,process,remote,storage,limits,security,trust")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/faults", help="folder for reliability.md (docs/ publishes it)")
 
 
 def run_suite(work: Path, size: str = "full", *, only=None, long: bool = False, seed: int = 0) -> list[Result]:
     """Run the fault categories; returns one :class:`Result` per category."""
-    from . import frames, limits, process, recipes, remote, security, storage
+    from . import frames, limits, process, recipes, remote, security, storage, trust
 
     n = SIZES[size]
     suites = {
@@ -69,6 +70,8 @@ def run_suite(work: Path, size: str = "full", *, only=None, long: bool = False, 
         "limits": lambda: limits.limits_suite(work / "limits", n["limit_cases"], n["limit_runs"],
                                               n["limit_commands"], seed),
         "security": lambda: security.security_suite(work / "security"),
+        "trust": lambda: trust.trust_suite(work / "trust", n["signal_runs"], n["calibration_runs"], n["dark_runs"],
+                                           seed),
     }
     results = []
     for name, suite in suites.items():

@@ -9,7 +9,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:Detected pickle protocol")]  # the security case's payload file
 
 EXPECTED_CASES = {"recipes": 300, "frames": 300, "process": 3, "remote": 8, "storage": 5, "limits": 100,
-                  "security": 25}
+                  "security": 25, "trust": 30}
 
 
 @pytest.mark.parametrize("category", sorted(EXPECTED_CASES))
