@@ -37,6 +37,13 @@ FOUND_AND_FIXED = """\
   a clock that goes backwards no longer holds corrections.
 - Threads: the NCC correlator kept per-call state on itself, so pipelines shared between threads (dask) gave wrong
   answers; the state now travels with the correlation map.
+- Trust: `drift correct X -o X` replaced the raw input; a run replaced an existing run file; Ctrl-C exited 0 and
+  SIGTERM killed the run without a summary; a wrong calibration sign pushed the view away while the run "completed";
+  saturated frames gave confident shifts; dark contrast with Poisson noise crashed. All are refused, stopped or
+  flagged now (the trust category). The calibration check itself was first fooled by two identical frames at the
+  start (a frozen detector reads as "no drift"): pairs without any motion no longer count.
+- Remote: frames and commands travelled with marshal (unsafe against malformed data) and a restarted server was
+  silently taken for the same microscope; msgpack, checked frames, session ids and mutual TLS beyond loopback now.
 """
 
 SIZES = {  # quick: what the test suite runs; full: the published figures
