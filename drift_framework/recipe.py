@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from .registry import RegistryError, get_registry
+from .resources import available_memory, frame_memory
 from .settings import RUN_SCHEMA, RunSettings
 from .types import REQUIRED, Param, ParamError, Trainer
 from .yamldoc import RecipeError, YamlDoc, dotted_path, load_yaml
@@ -300,12 +301,23 @@ def parse_recipe(data: Any, doc: YamlDoc, *, text: str = "", require_source: boo
                                      ("actuator", "calibration"), doc)
         if calibration and calibration.get("matrix") is not None and len(calibration["matrix"]) != 2:
             raise doc.error(("actuator", "calibration", "matrix"), "must be a 2×2 matrix")
+    if source is not None and isinstance(source.params.get("shape"), list) and len(source.params["shape"]) == 2:
+        _check_memory(source.params["shape"], doc)
     run = validate_mapping(data.get("run") or {}, RUN_SCHEMA, ("run",), doc)
     if not isinstance(data.get("run", {}), (dict, type(None))):
         raise doc.error(("run",), "must be a mapping")
     return Recipe(name=name, source=source, pipeline=pipeline, controller=controller, actuator=actuator,
                   limits=limits, calibration=calibration, run=run, text=text, path=doc.file,
                   extra={k: data[k] for k in ("description", "train", "bench") if k in data})
+
+
+def _check_memory(shape: list, doc: YamlDoc) -> None:
+    """Refuse frames whose run cannot fit in this machine's memory (the estimate and what is available)."""
+    need, have = frame_memory(shape), available_memory()
+    if have is not None and need > have:
+        raise doc.error(("source", "shape"), f"{int(shape[0])}×{int(shape[1])} frames need about {need / 2**30:.1f} "
+                                             f"GiB of memory to acquire and measure; {have / 2**30:.1f} GiB is "
+                                             "available on this machine")
 
 
 def load_recipe(path_or_text: str | os.PathLike | dict, *, require_source: bool = True) -> Recipe:

@@ -105,3 +105,17 @@ def test_every_shipped_config_validates_and_builds(config):
     out = drift_cli("validate", str(config), *trainer)
     assert out.returncode == 0, out.stderr
     assert ": ok" in out.stdout
+
+
+def test_frames_that_cannot_fit_in_memory_are_refused_at_validation_with_the_number(monkeypatch):
+    import drift_framework.recipe as recipe_module
+    from drift_framework.recipe import RecipeError
+    from drift_framework.resources import available_memory, frame_memory
+
+    assert available_memory() > 2 ** 30                       # this machine's MemAvailable is read
+    monkeypatch.setattr(recipe_module, "available_memory", lambda: 8 * 2 ** 30)   # a machine with 8 GiB free
+    with pytest.raises(RecipeError, match=r"<recipe>:2: source.shape: 16384×16384 frames need about 40.0 GiB of "
+                                          r"memory to acquire and measure; 8.0 GiB is available"):
+        load_recipe("name: big\nsource: {plugin: simulator, shape: [16384, 16384]}\npipeline: classical\n")
+    assert frame_memory((4096, 4096)) < 8 * 2 ** 30             # 4096² frames fit (2.7 GB): they validate
+    load_recipe("name: ok\nsource: {plugin: simulator, shape: [4096, 4096]}\npipeline: classical\n")

@@ -233,3 +233,25 @@ def test_dark_contrast_is_a_positive_signal_below_a_bright_background_with_poiss
     clean = simulator_source(shape=[64, 64], spacing_px=[10], contrast="dark", noise={"kind": "none"}, seed=5)
     image = clean.acquire().data
     assert image.min() >= 0.1 - 1e-6 and image.max() > 1.0                  # baseline at the darkest column
+
+
+def test_large_fields_of_view_render_in_bands_with_bounded_memory():
+    import tracemalloc
+
+    from drift_simulator.specimen import Specimen
+
+    spec = Specimen.crystal(np.random.default_rng(0), lattice="hexagonal", spacing_px=12.0, rotation_deg=10.0,
+                            size=(1100, 1100))
+    tracemalloc.start()
+    banded, (by, bx) = spec.render((20.3, 30.7), (1024, 1024), derivatives=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 * Specimen.RENDER_BUDGET                       # a whole-frame product would take ~1 GB here
+    whole = Specimen.RENDER_BUDGET
+    try:
+        Specimen.RENDER_BUDGET = 10 ** 12
+        full, (fy, fx) = spec.render((20.3, 30.7), (1024, 1024), derivatives=True)
+    finally:
+        Specimen.RENDER_BUDGET = whole
+    for a, b in ((banded, full), (by, fy), (bx, fx)):
+        np.testing.assert_allclose(a, b, atol=1e-4 * float(np.abs(b).max()))

@@ -21,6 +21,17 @@ class RemoteError(ConnectionError):
     """The remote microscope could not be reached."""
 
 
+def _use_tls(ca: str | None, cert: str | None, key: str | None) -> None:
+    """Pyro5's TLS settings are per process, and it caches the TLS context it builds from them: set them for the
+    connection about to be made (plain when no certificate is named), and drop the cache when they change."""
+    from Pyro5 import config, socketutil
+
+    wanted = (bool(ca or cert), ca or "", cert or "", key or "")
+    if (config.SSL, config.SSL_CACERTS, config.SSL_CLIENTCERT, config.SSL_CLIENTKEY) != wanted:
+        config.SSL, config.SSL_CACERTS, config.SSL_CLIENTCERT, config.SSL_CLIENTKEY = wanted
+        setattr(socketutil, "__ssl_client_context", None)
+
+
 class _Remote:
     def __init__(self, params: dict):
         import Pyro5.api
@@ -29,11 +40,7 @@ class _Remote:
         self.errors = Pyro5.errors
         self.uri, self.timeout = params["uri"], params["timeout_s"]
         self.retries, self.backoff = params["retries"], params["backoff_s"]
-        if params.get("tls_ca") or params.get("tls_cert"):
-            from Pyro5 import config  # Pyro5's TLS settings are per process
-
-            config.SSL, config.SSL_CACERTS = True, params.get("tls_ca") or ""
-            config.SSL_CLIENTCERT, config.SSL_CLIENTKEY = params.get("tls_cert") or "", params.get("tls_key") or ""
+        _use_tls(params.get("tls_ca"), params.get("tls_cert"), params.get("tls_key"))
         try:
             self.proxy = Pyro5.api.Proxy(self.uri)
         except self.errors.PyroError as exc:

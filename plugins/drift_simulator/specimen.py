@@ -119,7 +119,31 @@ class Specimen:
         keep = (x > -r) & (x < w - 1 + r)
         return y[keep], x[keep], a[keep]
 
+    #: Working memory (bytes) one render may take; larger fields of view are rendered in bands of rows.
+    RENDER_BUDGET = 256 * 2 ** 20
+
     def render(self, origin, shape, *, derivatives: bool = False, dtype=np.float32):
+        """Render the field of view whose pixel (0, 0) sees specimen point ``origin`` (y, x); see :meth:`_render`.
+
+        The separable product needs ``atoms × (rows + columns)`` values per matrix (11 GB for one 4096² frame at a
+        12 px spacing), so a field of view over :attr:`RENDER_BUDGET` is rendered in bands of rows, each with only
+        the atoms it sees: the same image, in bounded memory.
+        """
+        h, w = shape
+        origin = np.asarray(origin, float)
+        n = len(self._visible(origin, shape)[0])
+        need = n * (h + w) * np.dtype(dtype).itemsize * (8 if derivatives else 5)
+        if need <= self.RENDER_BUDGET or h <= 16:
+            return self._render(origin, shape, derivatives=derivatives, dtype=dtype)
+        rows = max(16, int(h * self.RENDER_BUDGET / need))
+        parts = [self._render(origin + (r0, 0.0), (min(rows, h - r0), w), derivatives=derivatives, dtype=dtype)
+                 for r0 in range(0, h, rows)]
+        if not derivatives:
+            return np.concatenate(parts)
+        return (np.concatenate([p[0] for p in parts]),
+                (np.concatenate([p[1][0] for p in parts]), np.concatenate([p[1][1] for p in parts])))
+
+    def _render(self, origin, shape, *, derivatives: bool = False, dtype=np.float32):
         """Render the field of view whose pixel (0, 0) sees specimen point ``origin`` (y, x).
 
         Returns
