@@ -3,6 +3,7 @@ at validation with the number, not killed hours later."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 __all__ = ["BYTES_PER_PIXEL", "available_memory", "frame_memory"]
 
@@ -27,6 +28,6 @@ def available_memory() -> int | None:
         return None
 
 
-def frame_memory(shape: tuple[int, int]) -> int:
+def frame_memory(shape: Sequence[int]) -> int:
     """Estimated bytes one run needs for frames of ``shape`` (px)."""
     return int(shape[0]) * int(shape[1]) * BYTES_PER_PIXEL
