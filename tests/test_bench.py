@@ -34,3 +34,14 @@ def test_bench_speed_and_sim(tmp_path):
     out = drift_cli("bench", "sim", "--frames", "3", "--sizes", "64", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert all(float(r["frames_per_s"]) > 0 for r in _rows(tmp_path / "sim.csv"))
+
+
+def test_bench_confidence_writes_the_table_and_reliability_diagrams(tmp_path):
+    out = drift_cli("bench", "confidence", "--pairs", "6", "--size", "64", "--pipelines", "classical",
+                    "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = _rows(tmp_path / "confidence.csv")
+    assert len(rows) == 6 and {r["pipeline"] for r in rows} == {"classical"}
+    assert any("perovskite 0.9, dark" in r["suite"] for r in rows)
+    assert all(0 <= float(r["gross_among_confident"]) <= 1 for r in rows)
+    assert (tmp_path / "confidence.png").stat().st_size > 10_000
