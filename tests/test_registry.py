@@ -37,13 +37,18 @@ def test_third_party_plugin_found_through_its_entry_point(vendor_site):
     assert "vendor-ramp" in out.stdout and "drift-goodvendor" in out.stdout
 
 
-def test_third_party_source_runs_a_recipe(vendor_site, tmp_path):
+def _run_vendor_recipe(vendor_site, tmp_path, frames: int):
+    """`drift run` of a recipe whose source is the installed test vendor's; returns the run file read back."""
     recipe = tmp_path / "vendor.yaml"
     recipe.write_text("name: vendor\nsource: {plugin: vendor-ramp, size: 64}\npipeline: ncc-peak\n"
-                      f"run: {{frames: 5, output: {tmp_path / 'v.h5'}}}\n")
+                      f"run: {{frames: {frames}, output: {tmp_path / 'v.h5'}}}\n")
     out = drift_cli("run", str(recipe), "-q", env={"PYTHONPATH": _pythonpath(vendor_site / "good_vendor")})
     assert out.returncode == 0, out.stderr
-    assert df.read_run(tmp_path / "v.h5").steps["index"].tolist() == [0, 1, 2, 3, 4]
+    return df.read_run(tmp_path / "v.h5")
+
+
+def test_third_party_source_runs_a_recipe(vendor_site, tmp_path):
+    assert _run_vendor_recipe(vendor_site, tmp_path, 5).steps["index"].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_broken_plugin_is_reported_and_skipped(vendor_site):
@@ -113,15 +118,9 @@ def test_register_checked_refuses_unknown_hooks_in_process():
 
 def test_run_files_record_plugin_versions_from_distribution_metadata(vendor_site, tmp_path):
     import importlib.metadata
-
-    recipe = tmp_path / "vendor.yaml"
-    recipe.write_text("name: vendor\nsource: {plugin: vendor-ramp, size: 64}\npipeline: ncc-peak\n"
-                      f"run: {{frames: 3, output: {tmp_path / 'v.h5'}}}\n")
-    out = drift_cli("run", str(recipe), "-q", env={"PYTHONPATH": _pythonpath(vendor_site / "good_vendor")})
-    assert out.returncode == 0, out.stderr
     import json
 
-    versions = json.loads(df.read_run(tmp_path / "v.h5").attrs["versions"])
+    versions = json.loads(_run_vendor_recipe(vendor_site, tmp_path, 3).attrs["versions"])
     assert versions["drift-goodvendor"] == "1.2.3"
     assert versions["drift_classical"] == importlib.metadata.version("drift_framework")
     assert "unknown" not in versions.values()
