@@ -54,6 +54,7 @@ _SHIFT_COLUMNS = {
     "shift": ((2,), "f8", np.nan, "measured (dy, dx) vs the reference, px"),
     "sigma": ((), "f8", np.nan, "radial 1-σ of the measurement, px"),
     "confidence": ((), "f8", np.nan, "the estimator's confidence, 0–1"),
+    "ambiguous": ((), "i1", 0, "1: other shifts fit the data about as well (Shift.candidates)"),
 }
 
 
@@ -88,7 +89,7 @@ class Step:
             if f.name == "shift":
                 s = value
                 out.update(shift=(s.dy, s.dx) if s else (np.nan, np.nan), sigma=s.sigma if s else np.nan,
-                           confidence=s.confidence if s else np.nan)
+                           confidence=s.confidence if s else np.nan, ambiguous=int(bool(s and s.ambiguous)))
             else:
                 out[f.name] = int(value) if isinstance(value, (bool, IntEnum)) else value
         return out

@@ -47,6 +47,7 @@ __all__ = [
     "PairSource",
     "BatchDenoiser",
     "BatchEstimator",
+    "CandidateScorer",
     "COMPONENT_KINDS",
     "MIN_SIZE",
 ]
@@ -109,7 +110,11 @@ class Shift:
 
     ``sigma`` is the radial 1-σ uncertainty: the expected RMS of the Euclidean
     error, ``sqrt(E|error|²)``.  ``confidence`` (0–1) is the estimator's
-    probability that the error is below half a pixel.
+    probability that the error is below half a pixel.  ``candidates`` are the
+    other shifts ``(dy, dx)`` the data could not rule out (on a lattice: peaks a
+    pseudo-lattice vector away, or noise peaks as high); when there are any the
+    answer is :attr:`ambiguous` and its confidence low, so that gating, all-pairs
+    averaging or a trajectory prior can decide.
     """
 
     dy: float
@@ -118,6 +123,7 @@ class Shift:
     confidence: float = float("nan")
     method: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    candidates: tuple[tuple[float, float], ...] = field(default=(), compare=False)
 
     @property
     def vector(self) -> np.ndarray:
@@ -127,6 +133,11 @@ class Shift:
     @property
     def magnitude(self) -> float:
         return math.hypot(self.dy, self.dx)
+
+    @property
+    def ambiguous(self) -> bool:
+        """True when other shifts fit the data about as well (see ``candidates``)."""
+        return bool(self.candidates)
 
     def __iter__(self):
         yield self.dy
@@ -406,3 +417,16 @@ class BatchEstimator(ShiftEstimator, Protocol):
     """An estimator that also measures a whole stack against one reference itself (e.g. one network pass)."""
 
     def estimate_batch(self, pipeline: Any, reference: np.ndarray, frames: Sequence[np.ndarray]) -> list[Shift]: ...
+
+
+@runtime_checkable
+class CandidateScorer(Protocol):
+    """An estimator that can score any answer against the other candidates of a correlation map.
+
+    ``contest_at(cmap, near)`` returns the probability that the peak at ``near`` (dy, dx) is the right one
+    among the map's candidates, and the shifts it does not rule out.  Learned estimators use it so that their
+    confidence falls when the correlation's candidate analysis disagrees.
+    """
+
+    def contest_at(self, cmap: CorrelationMap, near: tuple[float, float]) -> tuple[float, tuple[tuple[float, float], ...]]:
+        ...

@@ -48,10 +48,11 @@ FOUND_AND_FIXED = """\
 
 SIZES = {  # quick: what the test suite runs; full: the published figures
     "quick": {"recipes": 300, "cli": 5, "kills": 3, "restarts": 3, "drops": 3, "delays": 2, "limit_cases": 100,
-              "limit_runs": 3, "limit_commands": 40, "signal_runs": 1, "calibration_runs": 6, "dark_runs": 4},
+              "limit_runs": 3, "limit_commands": 40, "signal_runs": 1, "calibration_runs": 6, "dark_runs": 4,
+              "centred_pairs": 25},
     "full": {"recipes": 1000, "cli": 20, "kills": 20, "restarts": 20, "drops": 20, "delays": 10,
              "limit_cases": 1000, "limit_runs": 12, "limit_commands": 300, "signal_runs": 5,
-             "calibration_runs": 40, "dark_runs": 20},
+             "calibration_runs": 40, "dark_runs": 20, "centred_pairs": 100},
 }
 
 
@@ -78,7 +79,7 @@ def run_suite(work: Path, size: str = "full", *, only=None, long: bool = False, 
                                               n["limit_commands"], seed),
         "security": lambda: security.security_suite(work / "security"),
         "trust": lambda: trust.trust_suite(work / "trust", n["signal_runs"], n["calibration_runs"], n["dark_runs"],
-                                           seed),
+                                           seed, n["centred_pairs"]),
     }
     results = []
     for name, suite in suites.items():

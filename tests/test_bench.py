@@ -41,7 +41,9 @@ def test_bench_confidence_writes_the_table_and_reliability_diagrams(tmp_path):
                     "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     rows = _rows(tmp_path / "confidence.csv")
-    assert len(rows) == 6 and {r["pipeline"] for r in rows} == {"classical"}
+    from drift_bench.confidence import SUITES
+
+    assert len(rows) == len(SUITES) and {r["pipeline"] for r in rows} == {"classical"}
     assert any("perovskite 0.9, dark" in r["suite"] for r in rows)
     assert all(0 <= float(r["gross_among_confident"]) <= 1 for r in rows)
     assert (tmp_path / "confidence.png").stat().st_size > 10_000

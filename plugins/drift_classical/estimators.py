@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from drift_framework.types import CorrelationMap, Shift
 
+from . import candidates as cand
 from . import uncertainty as unc
 from .correlators import WORKERS, gaussian_weight, window
 
@@ -48,6 +49,46 @@ class MapEstimator:
         if self.max_shift_px is None:
             return None
         return _disk(cmap.data.shape, tuple(cmap.center), float(self.max_shift_px))
+
+    def choose_peak(self, cmap: CorrelationMap, value_std: float, noise) -> tuple[tuple[int, int], cand.Contest | None]:
+        """The peak and, for correlation maps, the contest between candidates that chose it (:mod:`.candidates`)."""
+        if cmap.kind not in ("xcorr", "ncc") or not np.isfinite(value_std) or value_std <= 0:
+            return self.find_peak(cmap, value_std), None
+        return self._contest(cmap, value_std, noise, self.find_peak(cmap, value_std), keep_first=False)
+
+    def contest_at(self, cmap: CorrelationMap, near: tuple[float, float]) -> tuple[float, tuple[tuple[float, float], ...]]:
+        """Score another estimator's answer ``near`` (dy, dx) against the map's other candidates: the probability
+        that it beats them all, and the shifts it does not rule out."""
+        if cmap.raw is not None:  # a learned pipeline's map is of denoised frames: score on the raw ones
+            cmap = raw_ncc(*cmap.raw)
+        noise = self._noise(cmap)
+        vstd = self._value_std(cmap, noise)
+        if cmap.kind not in ("xcorr", "ncc") or not np.isfinite(vstd) or vstd <= 0:
+            return 1.0, ()
+        h, w = cmap.data.shape
+        start = (int(round(near[0] + cmap.center[0])) % h, int(round(near[1] + cmap.center[1])) % w)
+        peak = _climb(cmap.data, start)
+        _, result = self._contest(cmap, vstd, noise, peak, keep_first=True)
+        if result is None:
+            return 1.0, ()
+        return result.distinct, tuple(r.shift for r in result.rivals)
+
+    def _contest(self, cmap, value_std, noise, peak, *, keep_first: bool):
+        data = cmap.data
+        h, w = data.shape
+        py, px = peak
+        c0 = float(data[py, px])
+        curv = abs(float(data[(py - 1) % h, px] + data[(py + 1) % h, px]) - 2 * c0) + \
+            abs(float(data[py, (px - 1) % w] + data[py, (px + 1) % w]) - 2 * c0)
+        spectra = cand.SignalSpectra(cmap.reference, cmap.moving, *noise)
+        window = 10.0 * value_std + 0.25 * curv + self.RELATIVE_AMBIGUITY * abs(c0)  # peaks sampled off-top read low
+        overlap = cand.OverlapComparison(cmap.reference, cmap.moving, *noise)
+        scale = 1.0 if cmap.normalized else 1.0 / max(cmap.norm or 1.0, 1e-30)  # map units → correlation coefficient
+        result = cand.contest(data, cmap.center, self.search_mask(cmap), spectra, overlap, window, peak,
+                              tolerance=self.RELATIVE_AMBIGUITY * abs(c0) * scale, keep_first=keep_first)
+        if result is None:
+            return peak, None
+        return result.chosen.peak, result
 
     def find_peak(self, cmap: CorrelationMap, value_std: float = 0.0) -> tuple[int, int]:
         """The peak nearest zero among those indistinguishable from the highest.
@@ -95,9 +136,9 @@ class MapEstimator:
     def estimate(self, cmap: CorrelationMap) -> Shift:
         noise = self._noise(cmap)
         vstd = self._value_std(cmap, noise)
-        peak = self.find_peak(cmap, vstd)
+        peak, contest = self.choose_peak(cmap, vstd, noise)
         d = self.subpixel(cmap, peak)
-        return self._finish(cmap, peak, d, noise=noise, value_std=vstd)
+        return self._finish(cmap, peak, d, noise=noise, value_std=vstd, contest=contest)
 
     def subpixel(self, cmap: CorrelationMap, peak) -> np.ndarray:
         return np.array(peak, float) - cmap.center
@@ -116,7 +157,8 @@ class MapEstimator:
         std = unc.ncc_value_std(cmap.reference, cmap.moving, vr, vm, n_eff)
         return std if cmap.normalized else std * cmap.norm
 
-    def _finish(self, cmap, peak, d, cov=None, noise=None, value_std=None, model_px: float = 0.0) -> Shift:
+    def _finish(self, cmap, peak, d, cov=None, noise=None, value_std=None, model_px: float = 0.0,
+                contest: cand.Contest | None = None) -> Shift:
         vr, vm = noise or self._noise(cmap)
         if cov is None:
             info = unc.gradient_information(cmap.reference, cmap.moving, vr, vm)
@@ -124,15 +166,46 @@ class MapEstimator:
         sigma = unc.radial_sigma(cov, math.hypot(self.floor_px, model_px))
         if value_std is None:
             value_std = self._value_std(cmap, (vr, vm))
-        distinct = unc.peak_distinctness(cmap.data, peak, cmap.center, self.search_mask(cmap), value_std)
+        if contest is not None:
+            distinct = contest.distinct
+        else:
+            distinct = unc.peak_distinctness(cmap.data, peak, cmap.center, self.search_mask(cmap), value_std)
         meta = {"peak_distinctness": distinct, "cov": cov.tolist()}
+        rivals = tuple(r.shift for r in contest.rivals) if contest is not None else ()
         if self.max_shift_px is not None:
             h, w = cmap.data.shape
             py, px = peak
             around = cmap.data[np.ix_([(py - 1) % h, py, (py + 1) % h], [(px - 1) % w, px, (px + 1) % w])]
             if around.max() > cmap.data[py, px]:  # cut off by the search radius: the real peak lies beyond it
                 distinct = 0.0
-        return Shift(float(d[0]), float(d[1]), sigma, unc.confidence(distinct, sigma), self.method, meta)
+        return Shift(float(d[0]), float(d[1]), sigma, unc.confidence(distinct, sigma), self.method, meta, rivals)
+
+
+def raw_ncc(reference: np.ndarray, moving: np.ndarray, lowpass_px: float = 1.5) -> CorrelationMap:
+    """The ``classical`` preset's map (circular NCC, the moving frame low-passed) of two raw frames."""
+    r = np.asarray(reference, np.float64) - np.mean(reference)
+    m = np.asarray(moving, np.float64) - np.mean(moving)
+    spectrum = np.conj(sfft.rfft2(r, workers=WORKERS)) * sfft.rfft2(m, workers=WORKERS) * \
+        gaussian_weight(r.shape, lowpass_px)
+    c = sfft.irfft2(spectrum, s=r.shape, workers=WORKERS)
+    c /= max(float(np.sqrt(np.sum(r * r) * np.sum(m * m))), 1e-30)
+    shape = r.shape
+    return CorrelationMap(data=sfft.fftshift(c), center=(shape[0] // 2, shape[1] // 2), reference=reference,
+                          moving=moving, kind="ncc", normalized=True)
+
+
+def _climb(data: np.ndarray, start: tuple[int, int]) -> tuple[int, int]:
+    """The local maximum reached from ``start`` by steepest ascent over the 8 neighbours (wrapping)."""
+    h, w = data.shape
+    y, x = start
+    for _ in range(h + w):
+        ys, xs = [(y + o) % h for o in (-1, 0, 1)], [(x + o) % w for o in (-1, 0, 1)]
+        patch = data[np.ix_(ys, xs)]
+        k = int(np.argmax(patch))
+        if k == 4:
+            break
+        y, x = ys[k // 3], xs[k % 3]
+    return y, x
 
 
 def _neighbours(data, peak, axis):
@@ -241,14 +314,15 @@ class SymmetryCenter(MapEstimator):
     def estimate(self, cmap: CorrelationMap) -> Shift:
         noise = self._noise(cmap)
         vstd = self._value_std(cmap, noise)
-        peak = self.find_peak(cmap, vstd)
+        peak, contest = self.choose_peak(cmap, vstd, noise)
         d, spread = self.center(cmap, peak)
         vr, vm = noise
         cov = unc.covariance(unc.gradient_information(cmap.reference, cmap.moving, vr, vm), vr + vm,
                              self.efficiency)
         # noise alone moves the centre between disks by about the noise sigma; only the excess is model error
         excess = max(spread - unc.radial_sigma(cov, self.floor_px), 0.0)
-        return self._finish(cmap, peak, d, cov=cov, noise=noise, value_std=vstd, model_px=self.MODEL_GAIN * excess)
+        return self._finish(cmap, peak, d, cov=cov, noise=noise, value_std=vstd, model_px=self.MODEL_GAIN * excess,
+                            contest=contest)
 
     def subpixel(self, cmap, peak):
         return self.center(cmap, peak)[0]
@@ -484,7 +558,7 @@ class GaussNewton(MapEstimator):
     def estimate(self, cmap: CorrelationMap) -> Shift:
         noise = self._noise(cmap)
         vstd = self._value_std(cmap, noise)
-        peak = self.find_peak(cmap, vstd)
+        peak, contest = self.choose_peak(cmap, vstd, noise)
         d0 = parabolic_subpixel(cmap, peak)
         ref, mov = cmap.reference, cmap.moving
         h, w = ref.shape
@@ -492,11 +566,11 @@ class GaussNewton(MapEstimator):
         fit = min(h, w) - 2 * margin >= 8
         refined = self._refine(ref, mov, d0, margin, cmap.reference_spectrum) if fit else (None, None, None)
         if refined[0] is None:
-            return self._finish(cmap, peak, d0, noise=noise, value_std=vstd)
+            return self._finish(cmap, peak, d0, noise=noise, value_std=vstd, contest=contest)
         if len(self._tapers) > 16:  # a taper + its spectrum per margin: ~2 MB each at 512²
             self._tapers.clear()
         d, cov, _ = refined
-        return self._finish(cmap, peak, d, cov, noise=noise, value_std=vstd)
+        return self._finish(cmap, peak, d, cov, noise=noise, value_std=vstd, contest=contest)
 
     def refine(self, reference: np.ndarray, moving: np.ndarray, start) -> Shift:
         """Refine a shift already known to be in the right basin (e.g. from a learned estimator).

@@ -7,7 +7,7 @@ import numpy as np
 
 from drift_framework.assembly import build_component
 from drift_framework.recipe import ComponentSpec
-from drift_framework.types import BatchDenoiser, CorrelationMap, Shift
+from drift_framework.types import BatchDenoiser, CandidateScorer, CorrelationMap, Shift
 
 from . import weights
 
@@ -97,8 +97,13 @@ class DCNNRegressor:
             return Shift(float(d[0]), float(d[1]), sigma_net, 0.5 * _p_close(sigma_net), self.method,
                          {"sigma_network": sigma_net, "refined": False})
         basin = _p_close(sigma_net)
-        return Shift(fine.dy, fine.dx, fine.sigma, basin * fine.confidence, self.method,
-                     {"sigma_network": sigma_net, "refined": True, "cov": fine.meta.get("cov")})
+        distinct = 1.0
+        rivals: tuple[tuple[float, float], ...] = ()
+        if isinstance(self.refiner, CandidateScorer):  # the correlation's candidates: does another peak fit as well?
+            distinct, rivals = self.refiner.contest_at(cmap, (fine.dy, fine.dx))
+        return Shift(fine.dy, fine.dx, fine.sigma, basin * distinct * fine.confidence, self.method,
+                     {"sigma_network": sigma_net, "refined": True, "cov": fine.meta.get("cov"),
+                      "peak_distinctness": distinct}, rivals)
 
     def _within(self, cmap: CorrelationMap, max_shift: float) -> Shift:
         yy, xx = np.ogrid[:cmap.data.shape[0], :cmap.data.shape[1]]

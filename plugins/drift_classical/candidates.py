@@ -1,0 +1,555 @@
+"""Which correlation peak is the shift?  Candidates, and how well the data tell them apart.
+
+A lattice correlates with itself at every lattice vector; a lattice with a centred basis (perovskite [001]: the
+centre column nearly as strong as the corner one) also at every *pseudo*-lattice vector.  The peaks then differ by
+less than the noise, and the nearest-to-zero rule that is right for lattice translates is wrong for pseudo-lattice
+ones whenever the true shift is the farther peak.  So:
+
+1. **The lattice.**  The reference's reflections (significant bins of a Hann-windowed spectrum) give the reciprocal
+   lattice; its dual is the real-space basis.  A pseudo-lattice shows only in weak reflections between the strong
+   ones: their powers, read where an index-2 super-lattice puts them and summed, decide whether the true cell is
+   twice as large (:meth:`WindowedSpectrum._coarsest`).  Candidates one lattice vector apart are the same answer.
+2. **Heights compared fairly.**  Map heights carry biases larger than a centred basis's signal (a circular map's
+   seam, a window's overlap, both favouring lags near zero), so two candidates are compared by their correlation
+   coefficients over one common region of the reference (:class:`OverlapComparison`).
+3. **The noise of a difference.**  ``ρ(a) − ρ(b) = Σ r(x)·[m(x+a) − m(x+b)]``: the reference's noise meets only the
+   part of the moving frame that changes under ``v = b − a``; the moving frame's noise enters at two places.
+4. **The posterior.**  Against a noise peak, ``Φ(z)``; against a shadow of itself (a pseudo-lattice vector away,
+   content differing by the fraction ``f``), the two hypotheses predict gaps ``±ρ·f``, whose likelihood ratio stays
+   near even when the basis columns are nearly alike (:func:`_beats`).  The product over rivals is the
+   ``peak_distinctness`` that multiplies an estimator's confidence; rivals it does not rule out are listed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage
+from scipy.signal.windows import blackmanharris
+from scipy.special import expit, ndtr
+
+from .uncertainty import local_maxima, ncc_value_std
+
+#: a rival beats the map's choice when it stands this many noise std above it (several rivals: few false calls).
+SEPARATION_Z = 4.0
+#: a half-vector whose mismatch is within this of the basis vectors' is a lattice vector too.
+HALF_VECTOR_MARGIN = 0.002
+#: summed super-lattice reflections this many noise std above noise: the apparent lattice is a pseudo-lattice.
+SUPERLATTICE_Z = 3.5
+#: a candidate the pick beats with less than this probability is a rival: the answer is ambiguous.
+RIVAL_BELOW = 0.95
+#: half-width of the Lanczos kernel that interpolates map heights between samples.
+LANCZOS_A = 6
+#: at most this many competing maxima are scored (the highest).
+MAX_CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One local maximum of the map: integer ``peak`` (map index), its sub-pixel lag ``shift`` (px) and ``value``."""
+
+    peak: tuple[int, int]
+    shift: tuple[float, float]
+    value: float
+
+
+@dataclass(frozen=True)
+class Contest:
+    """The chosen candidate, the probability that it beats the others, and those the data cannot rule out."""
+
+    chosen: Candidate
+    distinct: float
+    rivals: tuple[Candidate, ...]
+
+    @property
+    def ambiguous(self) -> bool:
+        return bool(self.rivals)
+
+
+class SignalSpectra:
+    """What the reference's content says about translations: its self-mismatch under a lag, its lattice basis, and
+    the noise of a difference of two correlation values.  The spectrum is computed on first use."""
+
+    def __init__(self, reference: np.ndarray, moving: np.ndarray, var_r: float, var_m: float):
+        self.var_r, self.var_m = var_r, var_m
+        self.p = [max(float(np.var(img)) - var, 0.0) for img, var in ((reference, var_r), (moving, var_m))]
+        self._reference, self._moving = reference, moving
+        self._windowed: WindowedSpectrum | None = None
+        self._basis: np.ndarray | None | bool = False  # found on first use
+
+    @property
+    def windowed(self) -> WindowedSpectrum:
+        if self._windowed is None:
+            self._windowed = WindowedSpectrum(self._reference, self.var_r)
+        return self._windowed
+
+    def structural_mismatch(self, v: np.ndarray) -> float:
+        """How much the reference's content differs from itself moved by ``v`` (≈ 0 lattice, ≈ 1 unrelated)."""
+        return self.windowed.best_mismatch(v)[0]
+
+    @property
+    def basis(self) -> np.ndarray | None:
+        """The reference's lattice basis (2, 2), or ``None`` when it shows no lattice."""
+        if self._basis is False:
+            self._basis = self.windowed.lattice_basis(TaperedFrame(self._moving, self.var_m, WindowedSpectrum.MAX_SIZE))
+            if self._basis is not None:
+                self._inverse = np.linalg.inv(self._basis.T)
+        return self._basis  # type: ignore[return-value]
+
+    def is_lattice_vector(self, v: np.ndarray, tolerance_px: float = 1.0) -> bool:
+        """Whether the reference maps onto itself under ``v`` (directly, or ``v`` is within ``tolerance_px`` a
+        whole-number combination of its lattice basis).  Never when the reference shows no lattice: then every
+        competing peak counts."""
+        basis = self.basis
+        if basis is None:
+            return False
+        coeff = self._inverse @ np.asarray(v, float)
+        residual = np.asarray(v, float) - np.round(coeff) @ basis
+        return bool(np.hypot(*residual) < tolerance_px)
+
+    def difference_std(self, value_std: float, v: np.ndarray) -> float:
+        """Noise std of ``ρ(p) − ρ(p + v)`` given the noise std of one coefficient.
+
+        The reference's noise meets the change of the moving frame's content under ``v`` (``f_m``); the moving
+        frame's noise enters at two different places, independently, whatever ``v`` is.
+        """
+        f_m = float(np.clip(self.windowed.mismatch(np.asarray(v, float))[0], 0.0, 2.0))
+        p_r, p_m = self.p
+        vr, vm = self.var_r, self.var_m
+        one = vm * p_r + vr * p_m + vr * vm
+        if one <= 0:
+            return math.sqrt(2) * value_std
+        diff = 2.0 * (vr * p_m * f_m + vm * p_r + vr * vm)
+        return value_std * math.sqrt(diff / one)
+
+
+class WindowedSpectrum:
+    """The significant part of a Hann-windowed power spectrum: a denoised autocorrelation at any sub-pixel lag.
+
+    For a lattice vector ``v`` the windowed image's autocorrelation falls only as the window's own does (the window
+    moves, the content maps onto itself); ``mismatch(v)`` is what falls beyond that: ≈ 0 for lattice vectors, the
+    super-lattice power fraction (×2) for a pseudo-lattice vector.  Only bins well above the noise floor are kept, so
+    noise does not blur the comparison.
+    """
+
+    MAX_BINS = 1500
+    MAX_SIZE = 192  # a central crop this large holds the lattice many times over, at a tenth of the cost at 512²
+
+    def __init__(self, image: np.ndarray, var: float):
+        h, w = (min(n, self.MAX_SIZE) for n in image.shape)
+        y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+        image = image[y0:y0 + h, x0:x0 + w]
+        wy, wx = np.hanning(h), np.hanning(w)
+        windowed = (image - image.mean(dtype=np.float64)) * np.outer(wy, wx)
+        noise = var * float(np.sum(wy ** 2) * np.sum(wx ** 2))
+        # detect reflections on the plain grid (independent bins: ~1 noise bin in the whole spectrum passes
+        # ln(N) noise floors), then read them on a zero-padded grid (a linear autocorrelation, nothing wraps around)
+        coarse = sfft.fft2(windowed, workers=-1)
+        found = coarse.real ** 2 + coarse.imag ** 2 > (math.log(h * w) + 2.0) * noise
+        found = ndimage.maximum_filter(found, size=3, mode="wrap")  # the reflections' leakage into neighbours
+        keep = np.repeat(np.repeat(found, 2, axis=0), 2, axis=1)  # the padded grid's bins around each
+        keep = np.roll(keep, (-1, -1), axis=(0, 1)) | keep
+        f = sfft.fft2(windowed, s=(2 * h, 2 * w), workers=-1)
+        iy, ix = np.nonzero(keep)
+        power = np.clip(f.real[iy, ix] ** 2 + f.imag[iy, ix] ** 2 - noise, 0.0, None)
+        # the strongest bins holding 99.5 % of the signal power are enough, and much faster to evaluate
+        order = np.argsort(power)[::-1]
+        cut = int(np.searchsorted(np.cumsum(power[order]), 0.995 * power.sum())) + 1
+        order = order[:min(cut, self.MAX_BINS)]
+        iy, ix, power = iy[order], ix[order], power[order]
+        self._shape2, self._index = keep.shape, (iy, ix)
+        self.k = np.stack([2 * np.pi * sfft.fftfreq(2 * h)[iy], 2 * np.pi * sfft.fftfreq(2 * w)[ix]], axis=1)
+        self.power = power
+        self.tapered = TaperedFrame(image, var, self.MAX_SIZE)
+        self._window = [(2 * np.pi * sfft.fftfreq(2 * n), np.abs(sfft.fft(win, 2 * n)) ** 2)
+                        for n, win in ((h, wy), (w, wx))]
+
+    def mismatch(self, lags: np.ndarray) -> np.ndarray:
+        """The fall of the autocorrelation beyond the window's at each lag of ``lags`` (m, 2)."""
+        lags = np.atleast_2d(lags)
+        total = float(self.power.sum())
+        if total <= 0:
+            return np.ones(len(lags))
+        auto = (self.power @ np.cos(self.k @ lags.T)) / total
+        window = np.ones(len(lags))
+        for (k, pw), lag in zip(self._window, lags.T):
+            window *= (pw @ np.cos(np.outer(k, lag))) / pw.sum()
+        return 1.0 - auto / np.maximum(window, 1e-12)
+
+    def best_mismatch(self, v: np.ndarray, reach_px: float = 1.0) -> tuple[float, np.ndarray]:
+        """The least mismatch within ``reach_px`` of ``v``: the autocorrelation peak near ``v`` (measured peak
+        positions carry their own noise; the image's self-similarity peaks exactly at its lattice vectors)."""
+        centre, step = np.asarray(v, float), reach_px / 2
+        offsets = np.stack(np.meshgrid(np.arange(-2, 3), np.arange(-2, 3), indexing="ij"), -1).reshape(-1, 2)
+        for _ in range(3):  # coarse to fine: 5×5 grids, each a quarter of the last one's step around its best
+            g = centre + step * offsets
+            values = self.mismatch(g)
+            best = int(np.argmin(values))
+            centre, step = g[best], step / 4
+        return float(values[best]), centre
+
+    def lattice_basis(self, also: TaperedFrame | None = None) -> np.ndarray | None:
+        """The real-space lattice basis (2, 2) dual to the image's reflections; ``None`` when they form no lattice.
+
+        Reflections are read off the significant part of the spectrum (power-weighted centroids of its connected
+        bins), which stays geometric and exact at doses where autocorrelation values are too noisy to compare.
+        The two shortest independent reflections span the reciprocal lattice once every strong reflection indexes
+        to whole numbers on them (a reflection halfway between means a finer reciprocal, a coarser real, lattice).
+        """
+        spots, power = self._reflections()
+        strong = power >= 0.05 * power.max() if len(power) else np.zeros(0, bool)
+        spots = spots[strong]
+        if len(spots) < 2:
+            return None
+        order = np.argsort(np.hypot(*spots.T))
+        g1 = spots[order[0]]
+        others = [spots[k] for k in order[1:] if abs(np.cross(g1, spots[k])) > 0.3 * np.dot(g1, g1)]
+        if not others:
+            return None
+        recip = np.array([g1, others[0]])
+        for _ in range(2):  # at most two halvings: centred and doubled cells
+            index = spots @ np.linalg.inv(recip)
+            off = np.abs(index - np.round(index))
+            if np.all(off < 0.15):
+                return self._coarsest(self._finest(2 * np.pi * np.linalg.inv(recip).T), also)
+            bad = index[np.argmax(off.max(axis=1))]
+            halves = np.abs(bad - np.round(bad)) > 0.35
+            g1, g2 = recip
+            recip = np.array([(g1 + g2) / 2, g2]) if halves.all() else \
+                np.array([g1 / 2, g2]) if halves[0] else np.array([g1, g2 / 2])
+        return None
+
+    def _reflections(self) -> tuple[np.ndarray, np.ndarray]:
+        """Angular frequencies (n, 2) and powers (n,) of the reflections, one of each Friedel pair."""
+        h2, w2 = self._shape2
+        grid = np.zeros((h2, w2))
+        grid[self._index] = self.power
+        grid = sfft.fftshift(grid)
+        labels, count = ndimage.label(grid > 0)
+        if count == 0:
+            return np.zeros((0, 2)), np.zeros(0)
+        ys, xs = np.nonzero(labels)
+        lab, weight = labels[ys, xs], grid[ys, xs]
+        total = np.bincount(lab, weight, count + 1)[1:]  # power-weighted centroid of each reflection
+        safe = np.maximum(total, 1e-300)
+        centre = np.stack([np.bincount(lab, weight * ys, count + 1)[1:] / safe - h2 // 2,
+                           np.bincount(lab, weight * xs, count + 1)[1:] / safe - w2 // 2], axis=1)
+        k = 2 * np.pi * centre / np.array([h2, w2])
+        # one of each Friedel pair, and no slow background (thickness, contamination: periods over half the crop)
+        keep = ((k[:, 0] > 0) | ((k[:, 0] == 0) & (k[:, 1] > 0))) & (np.hypot(*k.T) > 2 * np.pi * 4 / min(h2, w2))
+        return k[keep], np.asarray(total)[keep]
+
+    def _finest(self, basis: np.ndarray) -> np.ndarray:
+        """The reduced basis, halved while a half-vector maps the image onto itself as well as the basis does
+        (a reflection too weak to see in a small frame leaves the dual basis a super-lattice's)."""
+        for _ in range(2):
+            b1, b2 = _reduced(basis)
+            level = max(self.best_mismatch(b1)[0], self.best_mismatch(b2)[0], 0.0) + HALF_VECTOR_MARGIN
+            for h, other in (((b1 + b2) / 2, b1), ((b2 - b1) / 2, b1), (b1 / 2, b2), (b2 / 2, b1)):
+                if np.hypot(*h) >= 2.0 and self.best_mismatch(h)[0] <= level:
+                    basis = np.array([h, other])
+                    break
+            else:
+                return np.array([b1, b2])
+        return _reduced(basis)
+
+    def _coarsest(self, basis: np.ndarray, also: TaperedFrame | None = None) -> np.ndarray:
+        """The basis, or that of the index-2 super-lattice whose extra reflections stand out of the noise.
+
+        A centred basis whose corner and centre columns are nearly alike looks like a lattice half the cell's size;
+        the true cell shows only in weak reflections between the strong ones.  Each is too weak to detect alone,
+        so their powers, read at the positions the super-lattice predicts, are summed: a χ²-like test, over both
+        frames when ``also`` is given.
+        """
+        b1, b2 = basis
+        best, best_z = basis, SUPERLATTICE_Z
+        recip = 2 * np.pi * np.linalg.inv(basis).T  # rows g1, g2 with g_i · b_j = 2π δ_ij
+        k_max = float(np.max(np.hypot(*self.k.T))) if len(self.k) else 0.0
+        for members, half in (((b1 + b2, b1 - b2), (0.5, 0.5)), ((2 * b1, b2), (0.5, 0.0)), ((b1, 2 * b2), (0.0, 0.5))):
+            z = self.tapered.excess(recip, half, k_max)
+            if also is not None:  # the other frame shows the same specimen with its own noise
+                z = (z + also.excess(recip, half, k_max)) / math.sqrt(2)
+            if z > best_z:
+                best, best_z = np.array(members), z
+        return best
+
+
+
+class TaperedFrame:
+    """A frame (a central crop of it) tapered with a Blackman–Harris window, for reading the power of weak
+    reflections at any frequency: its sidelobes (−92 dB) keep strong reflections from leaking half a reciprocal
+    spacing away, as they would through a Hann window's (−31 dB)."""
+
+    def __init__(self, image: np.ndarray, var: float, size: int):
+        h, w = (min(n, size) for n in image.shape)
+        y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+        crop = np.asarray(image[y0:y0 + h, x0:x0 + w], np.float64)
+        wy, wx = blackmanharris(h), blackmanharris(w)
+        self._tapered = (crop - crop.mean()) * np.outer(wy, wx)
+        self._noise = var * float(np.sum(wy ** 2) * np.sum(wx ** 2))
+
+    def excess(self, recip: np.ndarray, half: tuple[float, float], k_max: float) -> float:
+        """z-score of the summed power at the reflections ``(h + half₀)·g₁ + (k + half₁)·g₂`` within ``k_max``
+        (one of each Friedel pair) over what noise alone gives there."""
+        g = self._positions(recip, half, k_max)
+        if len(g) == 0 or self._noise <= 0:
+            return 0.0
+        excess = self._powers(g) / self._noise - 1.0  # noise alone: mean 0, std 1 each
+        return float(excess.sum() / math.sqrt(len(g)))
+
+    @staticmethod
+    def _positions(recip: np.ndarray, offset, k_max: float) -> np.ndarray:
+        n = int(np.ceil(k_max / max(min(np.hypot(*recip[0]), np.hypot(*recip[1])), 1e-9))) + 1
+        hk = np.stack(np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij"), -1).reshape(-1, 2)
+        g = (hk + np.asarray(offset)) @ recip
+        radius = np.hypot(*g.T)
+        g = g[(radius <= k_max) & (radius > 0)]
+        return g[(g[:, 0] > 0) | ((g[:, 0] == 0) & (g[:, 1] > 0))]
+
+    def _powers(self, g: np.ndarray) -> np.ndarray:
+        """Power of the Blackman–Harris-tapered frame at angular frequencies ``g`` (a direct DFT: off-grid)."""
+        if len(g) == 0:
+            return np.zeros(0)
+        h, w = self._tapered.shape
+        ey = np.exp(-1j * np.outer(g[:, 0], np.arange(h)))
+        ex = np.exp(-1j * np.outer(g[:, 1], np.arange(w)))
+        values = np.einsum("gy,yx,gx->g", ey, self._tapered, ex)
+        return values.real ** 2 + values.imag ** 2
+
+
+def _reduced(basis: np.ndarray) -> np.ndarray:
+    """Lagrange–Gauss reduction: the two shortest vectors spanning the same 2-D lattice."""
+    b1, b2 = (np.asarray(b, float) for b in basis)
+    for _ in range(32):
+        if b1 @ b1 > b2 @ b2:
+            b1, b2 = b2, b1
+        m = round(float(b1 @ b2) / float(b1 @ b1))
+        if m == 0:
+            break
+        b2 = b2 - m * b1
+    return np.array([b1, b2])
+
+
+def _lanczos(offsets: np.ndarray, taps: np.ndarray, a: int = LANCZOS_A) -> np.ndarray:
+    """Lanczos-``a`` interpolation weights (len(offsets), len(taps)) of samples at ``taps`` for points ``offsets``."""
+    x = offsets[:, None] - taps[None, :]
+    return np.where(np.abs(x) < a, np.sinc(x) * np.sinc(x / a), 0.0)
+
+
+def refined_peak(data: np.ndarray, peak: tuple[int, int], steps: int = 9) -> tuple[float, float, float]:
+    """``(value, y, x)``: the map's maximum within half a pixel of the integer ``peak`` and where it is.
+
+    A peak sampled off its top reads low by up to ``⅛·|curvature|`` and sits up to half a pixel off, more than the
+    differences that matter here.  The map is interpolated (Lanczos, a band-limited kernel: local, so the cost does
+    not grow with the frame) on a ``steps``² grid and the grid's maximum refined by a parabola.
+    """
+    h, w = data.shape
+    a = LANCZOS_A
+    taps = np.arange(-a - 1, a + 2)
+    patch = data[np.ix_((peak[0] + taps) % h, (peak[1] + taps) % w)].astype(np.float64)
+    step = 1.0 / (steps - 1)
+    offsets = np.linspace(-0.5 - step, 0.5 + step, steps + 2)
+    weights = _lanczos(offsets, taps)
+    grid = weights @ patch @ weights.T
+    iy, ix = np.unravel_index(int(np.argmax(grid[1:-1, 1:-1])), (steps, steps))
+    iy, ix = iy + 1, ix + 1
+    out = [float(peak[0] + offsets[iy]), float(peak[1] + offsets[ix])]
+    value = float(grid[iy, ix])
+    for axis, (lo, hi) in enumerate(((grid[iy - 1, ix], grid[iy + 1, ix]), (grid[iy, ix - 1], grid[iy, ix + 1]))):
+        curv = lo + hi - 2 * value
+        if curv < 0:
+            t = 0.5 * (lo - hi) / curv
+            out[axis] += step * float(np.clip(t, -0.5, 0.5))
+            value -= 0.125 * (hi - lo) ** 2 / curv
+    return value, out[0], out[1]
+
+
+def _beats(z: float, height: float, mismatch: float, sd: float) -> float:
+    """Probability that the chosen peak, ``z`` noise std above a rival, is the right one.
+
+    Against a peak of noise, ``Φ(z)``.  Against a shadow of itself (a pseudo-lattice vector away, where the
+    content differs by the fraction ``mismatch``), the two hypotheses predict gaps of ``±height·mismatch``: the
+    posterior odds are ``exp(2·μ·gap/sd²)``, which stay near even when the basis columns are nearly alike.  A gap
+    more than 2 sd beyond ``μ`` shows a larger difference than the mismatch measured (a distorted or small frame):
+    ``μ`` grows to match.
+    """
+    # a gap far beyond what the measured mismatch predicts says the content differs more than it shows: take it
+    mu = max(max(height, 0.0) * max(mismatch, 0.0), abs(z * sd) - 2.0 * sd)
+    shadow = float(expit(2.0 * (mu / sd) * z))
+    return min(float(ndtr(z)), shadow)
+
+
+class OverlapComparison:
+    """Correlation coefficients of the reference with the moving frame moved back by candidate shifts, each pair of
+    candidates compared over the same region of the reference.
+
+    The map's own heights are not comparable at this level: a circular map pays a seam (the wrapped strip as wide as
+    the lag) and a windowed one the window's overlap, both favouring lags near zero by more than a centred basis
+    tells its columns apart.  Over a common region neither bias exists.
+    """
+
+    def __init__(self, reference: np.ndarray, moving: np.ndarray, var_r: float, var_m: float):
+        self.reference = np.asarray(reference, np.float64)
+        self._moving = moving
+        self._coeffs: np.ndarray | None = None  # spline coefficients, on first use
+        self.var_r, self.var_m = var_r, var_m
+        self._moving_var = float(np.var(moving))
+        self._moved: dict[tuple[float, float], np.ndarray] = {}
+
+    def _moved_back(self, d: tuple[float, float]) -> np.ndarray:
+        out = self._moved.get(d)
+        if self._coeffs is None:
+            self._coeffs = ndimage.spline_filter(np.asarray(self._moving, np.float64), order=3, mode="mirror")
+        if out is None:  # moving(x + d): the reference's content where it sits in the moving frame
+            out = self._moved[d] = ndimage.shift(self._coeffs, (-d[0], -d[1]), order=3, mode="mirror",
+                                                 prefilter=False)
+        return out
+
+    def gap(self, a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+        """``(ρ_a − ρ_b, std of that difference's noise per unit of one coefficient's)``, or ``(nan, nan)`` when
+        the two shifts leave less than a quarter of the frame in common."""
+        h, w = self.reference.shape
+        lo = [int(math.ceil(max(0.0, -a[k], -b[k]))) + 2 for k in (0, 1)]
+        hi = [int(math.floor(min(n - 1.0, n - 1 - a[k], n - 1 - b[k]))) - 1 for k, n in ((0, h), (1, w))]
+        if (hi[0] - lo[0]) * (hi[1] - lo[1]) < 0.25 * h * w:
+            return math.nan, math.nan
+        region = np.s_[lo[0]:hi[0], lo[1]:hi[1]]
+        r = self.reference[region] - self.reference[region].mean()
+        # one denominator for both: the interpolated frame's own norm varies with the sub-pixel phase (smoothed
+        # noise), a bias larger than the differences at stake
+        denom = max(math.sqrt(np.sum(r * r) * r.size * self._moving_var), 1e-30)
+        values = [float(np.sum(r * self._moved_back(d)[region]) / denom) for d in (a, b)]
+        one = ncc_value_std(self.reference[region], self._moved_back(a)[region], self.var_r, self.var_m)
+        return values[0] - values[1], one
+
+
+def _nearest_translate(data: np.ndarray, center, search_mask: np.ndarray | None, pick: Candidate,
+                       basis: np.ndarray | None) -> Candidate | None:
+    """The map's peak one or more lattice vectors from ``pick`` that is nearest zero, when it is nearer than ``pick``
+    (the candidate list holds the highest maxima; a translate nearer zero may read lower and not be among them)."""
+    if basis is None:
+        return None
+    h, w = data.shape
+    steps = np.stack(np.meshgrid(np.arange(-3, 4), np.arange(-3, 4), indexing="ij"), -1).reshape(-1, 2)
+    places = np.asarray(pick.shift) + steps @ basis
+    best = places[int(np.argmin(np.hypot(*places.T)))]
+    if np.hypot(*best) >= np.hypot(*pick.shift) - 0.5:
+        return None
+    y, x = int(round(best[0] + center[0])) % h, int(round(best[1] + center[1])) % w
+    if search_mask is not None and not search_mask[y, x]:
+        return None
+    for _ in range(3):  # climb to the local maximum
+        ys, xs = [(y + o) % h for o in (-1, 0, 1)], [(x + o) % w for o in (-1, 0, 1)]
+        k = int(np.argmax(data[np.ix_(ys, xs)]))
+        if k == 4:
+            break
+        y, x = ys[k // 3], xs[k % 3]
+    value, ry, rx = refined_peak(data, (y, x))
+    shift = (ry - center[0], rx - center[1])
+    if np.hypot(shift[0] - best[0], shift[1] - best[1]) > 1.5:
+        return None
+    return Candidate((y, x), shift, value)
+
+
+def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: SignalSpectra,
+            overlap: OverlapComparison, window: float, first: tuple[int, int], tolerance: float = 0.0,
+            keep_first: bool = False) -> Contest | None:
+    """Score the local maxima within ``window`` of the highest one and pick the shift.
+
+    Candidates one lattice vector apart are the same answer (the nearest to zero is the convention).  Any other
+    two are compared over their common region; one beats the other when it stands ``SEPARATION_Z`` noise std (of
+    the difference) plus ``tolerance`` (a fraction of the peak's height that does not count: smeared scans) above
+    it.  The pick is ``first`` (the map's own choice) unless rivals beat it; then the one of those nearest zero
+    (``keep_first``: always ``first``, to score another estimator's answer).  ``distinct`` is the product over the
+    rest of the probability that the pick beats each (:func:`_beats`).
+
+    When the reference shows no lattice the images cannot tell lattice translates from rivals (a small tracking
+    region, a strongly distorted scan): then, as for any lattice, peaks farther from zero than the pick do not
+    compete and the pick stands.  ``None`` when the map has no peak.
+    """
+    h, w = data.shape
+    masked = data if search_mask is None else np.where(search_mask, data, -np.inf)
+    top = float(np.max(masked))
+    if not np.isfinite(top):
+        return None
+    padded = np.pad(masked, 1, mode="wrap")
+    is_max = local_maxima(padded) & (masked >= top - window)
+    ys, xs = np.nonzero(is_max)
+    if len(ys) == 0:
+        return None
+    keep = ~((ys == first[0]) & (xs == first[1]))
+    ys, xs = ys[keep], xs[keep]
+    # the highest maxima, and always those nearer zero than the pick (they are its rivals whatever the lattice)
+    order = np.argsort(masked[ys, xs])[::-1]
+    radius = np.hypot(ys - center[0], xs - center[1])
+    nearer = order[radius[order] < math.hypot(first[0] - center[0], first[1] - center[1])][:MAX_CANDIDATES // 2]
+    rest = [k for k in order if k not in set(nearer)][:MAX_CANDIDATES - 1 - len(nearer)]
+    pick = np.concatenate([nearer, np.asarray(rest, int)]).astype(int)
+    ys, xs = np.concatenate([[first[0]], ys[pick]]), np.concatenate([[first[1]], xs[pick]])
+    cands = []
+    for y, x in zip(ys, xs):
+        value, ry, rx = refined_peak(data, (int(y), int(x)))
+        cands.append(Candidate((int(y), int(x)), (ry - center[0], rx - center[1]), value))
+    n = len(cands)
+
+    def compare(a: int, b: int) -> tuple[float, float] | None:
+        """``(z, sd)`` of ``a`` over ``b``; ``None`` for lattice translates (the same answer)."""
+        v = np.subtract(cands[b].shift, cands[a].shift)
+        if spectra.is_lattice_vector(v):
+            return None
+        gap, one = overlap.gap(cands[a].shift, cands[b].shift)
+        if not np.isfinite(gap):
+            return 0.0, 1.0  # too far apart to compare over a common region: neither is ruled out
+        sd = max(spectra.difference_std(one, v), 1e-30)
+        return gap / sd, sd
+
+    def beats(z_sd: tuple[float, float] | None, height: float) -> bool:
+        return z_sd is not None and z_sd[0] * z_sd[1] > SEPARATION_Z * z_sd[1] + tolerance
+
+    known = spectra.basis is not None
+    keep_first = keep_first or not known
+    # the map's own choice (index 0) stands unless rivals beat it; then the one nearest zero of those no other beats
+    # a rival farther from zero than the map's choice can take over only from within the cell (a pseudo-lattice
+    # vector is shorter than the shortest lattice vector); farther ones are translates of a scan's distortion
+    reach = 0.75 * float(np.min(np.hypot(*spectra.basis.T))) if known else 0.0
+    against_first = {} if keep_first else {
+        k: compare(k, 0) for k in range(1, n)
+        if np.hypot(*cands[k].shift) <= np.hypot(*cands[0].shift)
+        or np.hypot(*np.subtract(cands[k].shift, cands[0].shift)) < reach}
+    better = [k for k, r in against_first.items() if beats(r, cands[k].value)]
+    winners = [0]
+    if better and not keep_first:
+        winners = [k for k in better if not any(beats(compare(j, k), cands[j].value) for j in better if j != k)] \
+            or better
+    chosen = 0
+    if not keep_first:
+        # a winner's lattice translates are the same answer: the convention takes the one nearest zero
+        pool = {j for k in winners for j in range(n)
+                if j == k or spectra.is_lattice_vector(np.subtract(cands[j].shift, cands[k].shift))}
+        chosen = min(pool, key=lambda k: cands[k].shift[0] ** 2 + cands[k].shift[1] ** 2)
+    if not keep_first:
+        nearest = _nearest_translate(data, center, search_mask, cands[chosen], spectra.basis)
+        if nearest is not None:
+            cands.append(nearest)
+            chosen, n = len(cands) - 1, n + 1
+    distinct, rivals = 1.0, []
+    for k in range(n):
+        if k == chosen:
+            continue
+        result = compare(chosen, k)
+        if result is None:
+            continue
+        z, sd = result
+        farther = np.hypot(*cands[k].shift) > np.hypot(*cands[chosen].shift)
+        if farther and not known:
+            continue  # no lattice to tell translates apart: the nearest of equal peaks wins
+        if tolerance > 0 and farther and abs(z * sd) <= tolerance:
+            continue  # as high as the pick within what smeared scans allow, and farther from zero: the same answer
+        p_beats = _beats(z, cands[chosen].value,
+                         spectra.structural_mismatch(np.subtract(cands[k].shift, cands[chosen].shift)), sd)
+        distinct *= p_beats
+        if p_beats < RIVAL_BELOW:
+            rivals.append(cands[k])
+    return Contest(cands[chosen], distinct, tuple(rivals))

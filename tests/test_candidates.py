@@ -1,0 +1,80 @@
+"""Confidence from the competition between correlation candidates (issue #17): lattice translates are the same
+answer, pseudo-lattice translates of a centred basis are rivals, and a rival the data cannot rule out makes the
+answer ambiguous with low confidence."""
+import math
+
+import numpy as np
+import pytest
+from conftest import simulator_source
+
+import drift_framework as df
+from drift_classical import uncertainty as unc
+from drift_classical.candidates import WindowedSpectrum
+from drift_framework.steps import Status, Step, step_columns
+
+CENTRED = {"lattice": "perovskite", "spacing_px": [12.0, 12.0], "intensities": [1.0, 0.9], "rotation_deg": 0.0}
+
+
+def _pairs(n, seed=4, **params):
+    source = simulator_source(shape=[128, 128], **params)
+    return list(source.pairs(n, seed=seed, crlb=False))
+
+
+def _outcomes(pairs, preset="classical"):
+    pipe = df.load_pipeline(preset)
+    out = []
+    for p in pairs:
+        s = pipe.estimate(p.reference, p.moving)
+        out.append((s, math.hypot(s.dy - p.shift[0], s.dx - p.shift[1])))
+    return out
+
+
+def test_the_lattice_basis_is_the_true_cell_not_the_pseudo_cell():
+    """A centred basis with nearly alike columns looks like a lattice of half the cell: the summed super-lattice
+    reflections find the true cell (|b| = 12 px, not 12/√2) once the dose shows them."""
+    for contrast in ("bright", "dark"):
+        p = _pairs(1, seed=1, contrast=contrast, noise={"kind": "poisson", "dose": 200.0}, **CENTRED)[0]
+        basis = WindowedSpectrum(p.reference, unc.noise_std(p.reference) ** 2).lattice_basis()
+        assert basis is not None
+        np.testing.assert_allclose(sorted(np.hypot(*basis.T)), [12.0, 12.0], atol=0.2)
+
+
+def test_a_plain_lattice_is_confident_and_not_ambiguous():
+    outcomes = _outcomes(_pairs(12, lattice="hexagonal", spacing_px=[9.0, 14.0], noise={"kind": "gaussian", "snr": 1.0}))
+    assert all(err < 0.5 for _, err in outcomes)
+    assert sum(s.confidence >= 0.5 and not s.ambiguous for s, _ in outcomes) >= 11
+
+
+@pytest.mark.parametrize("contrast", ["bright", "dark"])
+def test_centred_basis_is_never_confidently_wrong(contrast):
+    """Shifts up to 0.45 of the cell: the pseudo-lattice peak is often nearer zero.  Wrong answers say so."""
+    outcomes = _outcomes(_pairs(40, contrast=contrast, noise={"kind": "poisson", "dose": 20.0}, **CENTRED))
+    wrong = [(s, err) for s, err in outcomes if err >= 0.5]
+    assert all(s.confidence < 0.5 for s, _ in wrong), [(round(s.confidence, 2), round(e, 2)) for s, e in wrong]
+    assert any(s.ambiguous for s, _ in wrong) or not wrong
+    assert sum(err < 0.5 for _, err in outcomes) >= 25  # and most are right
+
+
+def test_an_ambiguous_answer_lists_the_rival_shifts():
+    outcomes = _outcomes(_pairs(40, contrast="dark", noise={"kind": "poisson", "dose": 20.0}, **CENTRED))
+    ambiguous = [s for s, _ in outcomes if s.ambiguous]
+    assert ambiguous, "no ambiguous answer on a centred basis at 20 e/px"
+    for s in ambiguous:
+        assert s.confidence < 0.95
+        for dy, dx in s.candidates:  # rivals sit a pseudo-lattice vector (12/√2 px) or more from the answer
+            assert math.hypot(dy - s.dy, dx - s.dx) > 5.0
+
+
+def test_the_learned_pipeline_is_scored_against_the_correlation_candidates():
+    outcomes = _outcomes(_pairs(20, contrast="dark", noise={"kind": "poisson", "dose": 20.0}, **CENTRED),
+                         preset="dcnn-general")
+    wrong = [(round(s.confidence, 2), dict(s.meta)) for s, err in outcomes if err >= 0.5 and s.confidence >= 0.5]
+    assert not wrong, wrong
+    assert sum("peak_distinctness" in s.meta for s, _ in outcomes) >= 15
+
+
+def test_ambiguity_is_a_run_file_column():
+    assert "ambiguous" in step_columns()
+    row = Step(1, 0.5, Status.MEASURED, shift=df.Shift(1.0, 2.0, 0.1, 0.3, candidates=((6.0, 8.0),))).row()
+    assert row["ambiguous"] == 1
+    assert Step(1, 0.5, Status.MEASURED, shift=df.Shift(1.0, 2.0, 0.1, 0.9)).row()["ambiguous"] == 0
