@@ -289,15 +289,44 @@ class TaperedFrame:
         wy, wx = blackmanharris(h), blackmanharris(w)
         self._tapered = (crop - crop.mean()) * np.outer(wy, wx)
         self._noise = var * float(np.sum(wy ** 2) * np.sum(wx ** 2))
+        self._power: np.ndarray | None = None
 
     def excess(self, recip: np.ndarray, half: tuple[float, float], k_max: float) -> float:
         """z-score of the summed power at the reflections ``(h + half₀)·g₁ + (k + half₁)·g₂`` within ``k_max``
         (one of each Friedel pair) over what noise alone gives there."""
         g = self._positions(recip, half, k_max)
-        if len(g) == 0 or self._noise <= 0:
+        if len(g) == 0:
             return 0.0
-        excess = self._powers(g) / self._noise - 1.0  # noise alone: mean 0, std 1 each
+        values = self._values(g)
+        # white noise at the level the frame's pixel noise gives; resampled frames (an aligned stack) have smoothed,
+        # coloured noise whose low frequencies that level underrates: then the spectrum's own level there rules
+        noise = np.maximum(self._noise, 0.5 * self._noise_at(np.hypot(*g.T), recip))
+        excess = (values.real ** 2 + values.imag ** 2) / noise - 1.0  # noise alone: mean 0, std 1 each
         return float(excess.sum() / math.sqrt(len(g)))
+
+    def _noise_at(self, radius: np.ndarray, recip: np.ndarray) -> np.ndarray:
+        """The noise power at spatial frequencies ``|k| = radius``: from the lower quartile of the power over each
+        annulus of the spectrum, away from every point of the lattice ``recip / 2`` (reflections and the
+        super-lattice positions under test).  Resampled frames (an aligned stack) have coloured noise
+        that a single white-noise level would mistake for weak reflections."""
+        h, w = self._tapered.shape
+        if self._power is None:
+            self._power = np.abs(sfft.fft2(self._tapered, workers=-1)) ** 2
+        ky, kx = np.meshgrid(2 * np.pi * sfft.fftfreq(h), 2 * np.pi * sfft.fftfreq(w), indexing="ij")
+        index = np.stack([ky.ravel(), kx.ravel()], 1) @ np.linalg.inv(recip / 2)  # lattice coordinates of each bin
+        nearest = np.round(index) @ (recip / 2)
+        gap = np.hypot(ky.ravel() - nearest[:, 0], kx.ravel() - nearest[:, 1])
+        clear = gap > 2 * np.pi * 1.5 / min(h, w)
+        k = np.hypot(ky.ravel(), kx.ravel())
+        edges = np.linspace(0.0, np.pi, 25)
+        which = np.digitize(k, edges) - 1
+        flat = self._power.ravel()
+        level = np.full(24, self._noise)
+        for b in range(24):
+            pick = clear & (which == b)
+            if pick.sum() >= 16:  # the lower quartile: diffuse structure lifts the upper part of the distribution
+                level[b] = float(np.quantile(flat[pick], 0.25)) / -math.log(0.75)
+        return np.maximum(np.interp(radius, 0.5 * (edges[1:] + edges[:-1]), level), 1e-300)
 
     @staticmethod
     def _positions(recip: np.ndarray, offset, k_max: float) -> np.ndarray:
@@ -308,15 +337,16 @@ class TaperedFrame:
         g = g[(radius <= k_max) & (radius > 0)]
         return g[(g[:, 0] > 0) | ((g[:, 0] == 0) & (g[:, 1] > 0))]
 
-    def _powers(self, g: np.ndarray) -> np.ndarray:
-        """Power of the Blackman–Harris-tapered frame at angular frequencies ``g`` (a direct DFT: off-grid)."""
+    def _values(self, g: np.ndarray) -> np.ndarray:
+        """The Blackman–Harris-tapered frame's Fourier transform at angular frequencies ``g`` (a direct DFT:
+        off-grid)."""
         if len(g) == 0:
-            return np.zeros(0)
+            return np.zeros(0, complex)
         h, w = self._tapered.shape
         ey = np.exp(-1j * np.outer(g[:, 0], np.arange(h)))
         ex = np.exp(-1j * np.outer(g[:, 1], np.arange(w)))
-        values = np.einsum("gy,yx,gx->g", ey, self._tapered, ex)
-        return values.real ** 2 + values.imag ** 2
+        return np.einsum("gy,yx,gx->g", ey, self._tapered, ex)
+
 
 
 def _reduced(basis: np.ndarray) -> np.ndarray:
@@ -508,12 +538,13 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     def beats(z_sd: tuple[float, float] | None, height: float) -> bool:
         return z_sd is not None and z_sd[0] * z_sd[1] > SEPARATION_Z * z_sd[1] + tolerance
 
-    known = spectra.basis is not None
+    basis = spectra.basis
+    known = basis is not None
     keep_first = keep_first or not known
-    # the map's own choice (index 0) stands unless rivals beat it; then the one nearest zero of those no other beats
-    # a rival farther from zero than the map's choice can take over only from within the cell (a pseudo-lattice
+    # the map's own choice (index 0) stands unless rivals beat it; then the one nearest zero of those no other beats.
+    # A rival farther from zero than the map's choice can take over only from within the cell (a pseudo-lattice
     # vector is shorter than the shortest lattice vector); farther ones are translates of a scan's distortion
-    reach = 0.75 * float(np.min(np.hypot(*spectra.basis.T))) if known else 0.0
+    reach = 0.75 * float(np.min(np.hypot(*basis.T))) if basis is not None else 0.0
     against_first = {} if keep_first else {
         k: compare(k, 0) for k in range(1, n)
         if np.hypot(*cands[k].shift) <= np.hypot(*cands[0].shift)
