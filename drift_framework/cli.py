@@ -178,8 +178,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe, trainer = load_train_recipe(args.recipe, args.trainer)
     result = trainer.run(recipe, {"resume": args.resume, "device": args.device, "progress": not args.quiet})
-    print(json.dumps(result, indent=2, default=str))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_training(result)
     return 0
+
+
+def _print_training(result: dict) -> None:
+    """What a training produced, at a glance: the weights and the validation metrics (the card has the rest)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"trained: {result.get('output', '?')}", show_header=True)
+    table.add_column("validation set")
+    metrics = result.get("validation") or {}
+    columns = sorted({k for m in metrics.values() if isinstance(m, dict) for k in m})
+    for col in columns:
+        table.add_column(col, justify="right")
+    for name, m in metrics.items():
+        if isinstance(m, dict):
+            table.add_row(name, *(f"{m[c]:.4g}" if isinstance(m.get(c), (int, float)) else "" for c in columns))
+        else:
+            table.add_row(name, f"{m:.4g}" if isinstance(m, (int, float)) else str(m))
+    console = Console()
+    console.print(table)
+    console.print(f"{result.get('pairs_seen', '?')} pairs in {result.get('seconds', '?')} s; "
+                  f"{result.get('bytes', '?')} bytes, sha256 {str(result.get('sha256', '?'))[:12]}…; "
+                  "the model card (JSON) is beside the weights")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: the recipe's, else cuda when available)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary table")
     p.set_defaults(func=_cmd_train)
 
     from .registry import plugin_manager

@@ -1,6 +1,7 @@
 """Reference pages generated from the code, so the manual cannot drift from it.
 
-The documentation site (``mkdocs.yml``, ``docs/gen_reference.py``) writes these pages at build time:
+``python -m drift_framework.docgen`` (``make reference``) writes these pages to ``docs/reference/``, where they are
+committed (links work on GitHub too; a test fails when they are stale):
 
 * ``reference/recipes.md`` — every recipe section, every built-in (and installed) component with its
   parameters, defaults, bounds and an example, the presets and the trainers, from the plugins' schemas;
@@ -75,6 +76,8 @@ def _rows(schema: Mapping[str, Param], prefix: str = "") -> list[str]:
         for kind, fields in (p.variants or {}).items():
             rows.append(f"| `{name}.kind: {kind}` | | | | variant `{kind}` |")
             rows += _rows(fields, f"{name}.")
+        if p.item is not None and (p.item.fields or p.item.variants):  # a list of mappings: one row per item key
+            rows += _rows({"[]": p.item}, f"{name}")[1:]
     return rows
 
 
@@ -105,6 +108,20 @@ def _yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
+#: ``bench:`` keys of a recipe, as ``drift compare`` reads them (the drift_bench plugin checks its defaults match).
+BENCH_KEYS = (
+    ("pipelines", "`dcnn,classical,phase,skimage`", "presets or recipe paths to compare (a list or a comma string)"),
+    ("snr", "`[4.0, 1.0, 0.5, 0.25]`", "noise levels (SNR, or dose in e/px with `noise: poisson`)"),
+    ("size", "`256`", "frame side, px"),
+    ("pairs", "`100`", "pairs per level"),
+    ("lattice", "`hexagonal`", "simulated lattice"),
+    ("spacing", "`[8.0, 16.0]`", "lattice spacing range, px"),
+    ("noise", "`uniform`", "`uniform`, `gaussian` or `poisson`"),
+    ("seed", "`2026`", "pair seed"),
+    ("source", "`simulator`", "source plugin that makes the pairs"),
+)
+
+
 def recipes_markdown(registry: Registry | None = None) -> str:
     """The recipe reference: top-level keys, ``run:``, the actuator's limits, every component, presets, trainers."""
     from .recipe import ACTUATOR_SCHEMA, RUN_SCHEMA
@@ -112,7 +129,7 @@ def recipes_markdown(registry: Registry | None = None) -> str:
 
     reg = registry or get_registry()
     out = ["# Recipe reference\n",
-           "Generated from the plugins' parameter schemas when the site is built "
+           "Generated from the plugins' parameter schemas by `make reference` "
            "(`drift_framework/docgen.py`), so it always matches the installed code. "
            "A recipe is a YAML mapping with these top-level keys:\n",
            "| key | what |\n|---|---|\n"
@@ -124,8 +141,13 @@ def recipes_markdown(registry: Registry | None = None) -> str:
            "| `actuator` | an [actuator](#actuators) with `limits` (omit it to measure only) |\n"
            "| `run` | [how the loop runs](#run) |\n"
            "| `train` | a trainer's settings (`drift train NAME RECIPE`, see [trainers](#trainers)) |\n"
-           "| `bench` | settings read by benchmark commands |\n",
+           "| `bench` | settings for `drift compare RECIPE` (see [bench](#bench)) |\n",
            "## run\n", param_table(RUN_SCHEMA),
+           "## bench\n",
+           "`drift compare RECIPE` reads these keys from the recipe's `bench:` section; command-line options "
+           "override them.\n\n"
+           "| key | default | meaning |\n|---|---|---|\n" + "\n".join(f"| `{k}` | {d} | {m} |" for k, d, m in BENCH_KEYS)
+           + "\n",
            "## Actuator limits and calibration\n",
            "Every `actuator:` section takes these keys besides its plugin's own parameters; `limits` is required "
            "and the engine clips every command to it.\n", param_table(ACTUATOR_SCHEMA)]
@@ -197,7 +219,7 @@ def hooks_markdown() -> str:
     from . import hookspecs
 
     out = ["# Hook reference\n",
-           "Generated from `drift_framework/hookspecs.py` when the site is built. "
+           "Generated from `drift_framework/hookspecs.py` by `make reference`. "
            + _docstring_markdown(hookspecs.__doc__) + "\n"]
     for name in hook_names():
         fn = getattr(hookspecs, name)
@@ -212,11 +234,26 @@ def hooks_markdown() -> str:
 
 
 def cli_markdown() -> str:
-    """Every ``drift`` command with its ``--help`` text, from the parser (plugins' commands included)."""
+    """Every ``drift`` command with its ``--help`` text, from the parser (plugins' commands included), wrapped at
+    100 columns whatever the terminal (argparse reads ``COLUMNS``)."""
+    import os
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        return _cli_markdown()
+    finally:
+        if saved is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved
+
+
+def _cli_markdown() -> str:
     from .cli import build_parser
 
     parser = build_parser()
-    out = ["# Command reference\n", "Generated from the argument parser when the site is built "
+    out = ["# Command reference\n", "Generated from the argument parser by `make reference` "
            "(commands added by plugins through `drift_commands` included).\n",
            "```text\n" + parser.format_help() + "```\n"]
     for action in parser._actions:
@@ -236,3 +273,23 @@ def pages(registry: Registry | None = None) -> dict[str, str]:
     """``{path below docs/: markdown}`` of every generated page."""
     return {"reference/recipes.md": recipes_markdown(registry), "reference/hooks.md": hooks_markdown(),
             "reference/cli.md": cli_markdown()}
+
+
+def write_pages(docs_dir: str = "docs") -> list[str]:
+    """Write the generated pages below ``docs_dir`` (they are committed, so that links work on GitHub too)."""
+    from pathlib import Path
+
+    written = []
+    for rel, text in pages().items():
+        path = Path(docs_dir) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(str(path))
+    return written
+
+
+if __name__ == "__main__":  # python -m drift_framework.docgen [DOCS_DIR]: regenerate the reference pages
+    import sys
+
+    for written_path in write_pages(sys.argv[1] if len(sys.argv) > 1 else "docs"):
+        print(f"written: {written_path}")

@@ -168,3 +168,40 @@ def test_batch_estimation_matches_pair_by_pair():
         np.testing.assert_allclose(b.vector, s.vector, atol=1e-4)
     with pytest.raises(df.FrameError, match="differ in shape"):
         pipe.estimate_batch(frames[0], [frames[1][:50]])
+
+
+def test_training_prints_a_summary_and_refuses_a_regressor_that_learned_nothing(tmp_path):
+    """Two batches of a regressor cannot find shifts: an error naming the checkpoint, no weights, no card; the
+    denoiser's training ends with a short table, not the whole model card."""
+    recipe = tmp_path / "reg.yaml"
+    recipe.write_text(f"""\
+name: untrained
+source: {{plugin: simulator, spacing_px: [14, 16], rotation_deg: null, shape: [64, 64], noise: {{kind: none}}}}
+train:
+  batches: 2
+  batch_size: 4
+  radius: 8
+  channels: 4
+  hidden: 8
+  denoiser: none
+  validate_every: 2
+  validation_pairs: 16
+  validation_levels: [1.0]
+  seed: 3
+  checkpoint_dir: {tmp_path / 'ckpt'}
+  output: {tmp_path / 'reg.pt'}
+""")
+    out = drift_cli("train", "regressor", str(recipe), "-q")
+    assert out.returncode != 0 and "no weights written" in out.stderr and "Traceback" not in out.stderr
+    assert "checkpoint" in out.stderr and not (tmp_path / "reg.pt").exists() and not (tmp_path / "reg.json").exists()
+    den = tmp_path / "den.yaml"
+    den.write_text(f"""\
+name: tiny
+source: {{plugin: simulator, spacing_px: [8, 12], rotation_deg: null, shape: [64, 64], noise: {{kind: none}}}}
+train: {{batches: 2, batch_size: 4, patch: 48, channels: 4, depth: 1, validate_every: 2, validation_pairs: 4,
+        validation_levels: [1.0], checkpoint_dir: {tmp_path / 'c2'}, output: {tmp_path / 'den.pt'}}}
+""")
+    out = drift_cli("train", "denoiser", str(den), "-q")
+    assert out.returncode == 0, out.stderr
+    assert "trained:" in out.stdout and "validation set" in out.stdout and "sha256" in out.stdout
+    assert '"history"' not in out.stdout and len(out.stdout.splitlines()) < 15

@@ -126,6 +126,8 @@ def drift_trainers():
                                ge=0, le=1),
             "input": Param("str", "ncc", "What the network reads: the NCC window, or (ablation) the two frames",
                            choices=("ncc", "images")),
-            "image_crop": Param("int", 64, "With input: images, the centred crop fed to the network", ge=16)},
+            "image_crop": Param("int", 64, "With input: images, the centred crop fed to the network", ge=16),
+            "require_success": Param("bool", True, "Refuse to write weights that find no validation shift within "
+                                                   "0.5 px (false: smoke tests of a recipe on a tiny budget)")},
             "Train the DCNN regressor on NCC maps of denoised pairs"),
     ]

@@ -87,6 +87,8 @@ def _loop(kind: str, recipe, options: dict, model, step_loss, validate) -> dict:
                             "torch_rng": torch.get_rng_state(), "history": json.dumps(history),
                             "elapsed": time.perf_counter() - t0}, ckpt)
     seconds = time.perf_counter() - t0
+    if cfg.get("require_success", True):
+        _check_validation(kind, metrics, ckpt)
     output = Path(cfg["output"].replace("{name}", name))
     card = {"kind": kind, "name": name, "recipe": recipe.text, "recipe_path": recipe.path,
             "pairs_seen": cfg["batches"] * cfg["batch_size"], "batches": cfg["batches"],
@@ -112,6 +114,21 @@ def _sources(spec: ComponentSpec, lattices):
         raise ValueError(f"train.lattices: unknown lattice(s) {unknown}; available: {', '.join(choices or ())}")
     return [build_component(ComponentSpec(spec.kind, spec.plugin, {**spec.params, "lattice": name}))
             for name in lattices], list(lattices)
+
+
+class TrainingFailed(ValueError):
+    """The trained model does not do its job on the validation sets: no weights are written."""
+
+
+def _check_validation(kind: str, metrics: dict, checkpoint: Path) -> None:
+    """A regressor that gets no validation shift within 0.5 px is an error, not a model card."""
+    if kind != "regressor" or not metrics:
+        return
+    failed = [name for name, m in metrics.items() if isinstance(m, dict) and not m.get("success", 0.0) > 0.0]
+    if len(failed) == len(metrics):
+        raise TrainingFailed(f"validation: no shift within 0.5 px on {', '.join(failed)} (success 0, RMSE NaN); "
+                             f"no weights written. The checkpoint {checkpoint} is kept: train longer (more batches, "
+                             "drift train … --resume) or check the recipe's source and shift range")
 
 
 def _flat(metrics: dict) -> dict:

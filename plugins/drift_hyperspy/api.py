@@ -12,7 +12,7 @@ from .source import HyperSpyError, frame_count, frame_data, pixel_size_nm
 
 def correct_signal(signal, pipeline="classical", *, reference: str = "first", max_gap: int | None = None,
                    order: int = 3, mode: str = "crop", fill: float = math.nan, scheduler: str | None = None,
-                   progress=None):
+                   progress=None, notes: list[str] | None = None):
     """Measure and correct the drift of an image stack.
 
     Parameters
@@ -30,6 +30,11 @@ def correct_signal(signal, pipeline="classical", *, reference: str = "first", ma
         Value for pixels no frame covers (``expand``/``fill``).
     scheduler : str, optional
         ``threads``, ``processes``, ``synchronous`` or ``tcp://host:port`` to measure on dask.
+    notes : list of str, optional
+        Receives what was inferred about the input (e.g. the region measured on NaN-padded frames).
+
+    Frames padded with NaN (this function's own ``mode="expand"`` output) are measured on the region every frame
+    covers, and the padding stays NaN in the output.
 
     Returns
     -------
@@ -48,8 +53,11 @@ def correct_signal(signal, pipeline="classical", *, reference: str = "first", ma
     n = frame_count(signal)
     if n < 2:
         raise HyperSpyError("a drift correction needs a stack of at least 2 frames; this signal has 1")
-    frames = _frame_getter(signal)
-    _check_frames(signal, n)
+    region = _covered_region(signal, n)
+    if region is not None and notes is not None:
+        notes.append(f"NaN-padded frames: measured on rows {region[0].start}–{region[0].stop - 1}, columns "
+                     f"{region[1].start}–{region[1].stop - 1} (covered by every frame)")
+    frames = _frame_getter(signal, region)
     result = estimate_shifts(frames, n, pipeline, reference=reference, max_gap=max_gap, scheduler=scheduler,
                              progress=progress)
     shape = signal.axes_manager.signal_shape[::-1]
@@ -68,8 +76,8 @@ def correct_signal(signal, pipeline="classical", *, reference: str = "first", ma
                                      dtype=np.float32)
         aligned = hs.signals.Signal2D(stack).as_lazy()
     else:
-        aligned = hs.signals.Signal2D(np.stack([align_frame(frame_data(signal, i), result.shifts[i], origin,
-                                                            out_shape, order, fill) for i in range(n)]))
+        aligned = hs.signals.Signal2D(np.stack([_align(frame_data(signal, i), result.shifts[i], origin, out_shape,
+                                                       order, fill) for i in range(n)]))
     _copy_calibration(signal, aligned, origin)
     aligned.metadata.add_dictionary(copy.deepcopy(signal.metadata.as_dictionary()))
     aligned.metadata.set_item("drift_framework", _record(result, mode, order, pixel_size_nm(signal)))
@@ -78,19 +86,55 @@ def correct_signal(signal, pipeline="classical", *, reference: str = "first", ma
     return aligned, shifts_signal(result, signal)
 
 
-def _frame_getter(signal):
+def _frame_getter(signal, region=None):
     if getattr(signal, "_lazy", False):
         return lambda i: signal.data[i]
+    if region is not None:
+        return lambda i: frame_data(signal, i)[region]
     return lambda i: frame_data(signal, i)
 
 
-def _check_frames(signal, n: int) -> None:
+def _covered_region(signal, n: int) -> tuple[slice, slice] | None:
+    """The rectangle every frame covers when frames are padded with NaN (an ``expand`` output), else ``None``.
+
+    NaN inside the covered region, infinities, or a region too small to measure on are errors.
+    """
     if getattr(signal, "_lazy", False):
-        return  # checked frame by frame when measured (FrameError names the frame)
+        return None  # checked frame by frame when measured (FrameError names the frame)
     data = np.asarray(signal.data)
-    bad = [i for i in range(n) if not np.all(np.isfinite(data[i]))]
-    if bad:
-        raise HyperSpyError(f"frame(s) {bad[:10]} contain NaN or infinite pixels; remove or repair them first")
+    if np.isinf(data).any():
+        bad = [i for i in range(n) if np.isinf(data[i]).any()]
+        raise HyperSpyError(f"frame(s) {bad[:10]} contain infinite pixels; remove or repair them first")
+    valid = np.all(np.isfinite(data), axis=0)
+    if valid.all():
+        return None
+    # padded frames leave a rectangle every frame covers (the intersection of the shifted fields of view)
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    region = None
+    if rows.size and cols.size:
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        for _ in range(3):  # a spline-resampled edge may be ragged by a pixel
+            if valid[y0:y1, x0:x1].all():
+                region = (slice(y0, y1), slice(x0, x1))
+                break
+            y0, y1, x0, x1 = y0 + 1, y1 - 1, x0 + 1, x1 - 1
+    if region is None or min(region[0].stop - region[0].start, region[1].stop - region[1].start) < 16:
+        bad = [i for i in range(n) if not np.isfinite(data[i]).all()]
+        raise HyperSpyError(f"frame(s) {bad[:10]} contain NaN pixels that are not a border every other frame "
+                            "pads too; remove or repair them first")
+    return region
+
+
+def _align(frame: np.ndarray, shift, origin, out_shape, order: int, fill: float) -> np.ndarray:
+    """``align_frame``, with NaN padding kept as NaN (resampled as a mask, not spread by the spline)."""
+    missing = ~np.isfinite(frame)
+    if not missing.any():
+        return align_frame(frame, shift, origin, out_shape, order, fill)
+    filled = np.where(missing, np.nanmean(frame), frame)
+    out = align_frame(filled, shift, origin, out_shape, order, fill)
+    moved = align_frame(missing.astype(np.float32), shift, origin, out_shape, 1, 1.0)
+    out[moved > 0.01] = np.nan
+    return out
 
 
 def _copy_calibration(source, target, origin) -> None:

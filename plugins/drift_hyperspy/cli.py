@@ -27,6 +27,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true",
                    help="write the output even when frames are below --min-confidence, saturated, or the pair "
                         "measurements disagree; the warnings are kept in metadata.drift_framework.warnings")
+    p.add_argument("--frame-axis", type=int,
+                   help="numpy axis of the frames, for stacks read with three signal dimensions or transposed "
+                        "(default: the shortest axis)")
+    p.add_argument("--channel", choices=("R", "G", "B", "gray"),
+                   help="colour (RGB) stacks: the channel to use, or gray for the luminance")
+    p.add_argument("--pixel-size", type=float, metavar="NM",
+                   help="pixel size in nm when the file has none (a plain TIFF): fills the CSV's nm columns and "
+                        "the output's axes")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-frame table")
     p.set_defaults(func=run)
 
@@ -72,9 +80,20 @@ def run(args) -> int:
     out = Path(args.output)
     csv_path = Path(args.shifts) if args.shifts else out.with_suffix(".csv")
     check_outputs(Path(args.input), [out, csv_path], args.overwrite)
-    signal = load_images(args.input, lazy=args.lazy)
+    notes: list[str] = []
+    signal = load_images(args.input, lazy=args.lazy, frame_axis=args.frame_axis, channel=args.channel, notes=notes)
+    if args.pixel_size is not None:
+        if not args.pixel_size > 0:
+            raise ValueError(f"--pixel-size must be positive, got {args.pixel_size}")
+        for axis in signal.axes_manager.signal_axes:
+            axis.scale, axis.units = args.pixel_size, "nm"
+    elif not math.isfinite(pixel_size_nm(signal)):
+        print(f"warning: {args.input} has no pixel size: the CSV's nm columns are NaN; pass --pixel-size NM",
+              file=sys.stderr)
     aligned, shifts = correct_signal(signal, args.pipeline, reference=args.reference, max_gap=args.max_gap,
-                                     order=args.order, mode=args.mode, scheduler=args.scheduler)
+                                     order=args.order, mode=args.mode, scheduler=args.scheduler, notes=notes)
+    for note in notes:
+        print(f"note: {note}")
     record = aligned.metadata.drift_framework
     nm = pixel_size_nm(signal)
     rows = [{"frame": i, "dy_px": d[0], "dx_px": d[1], "sigma_px": s, "confidence": c,

@@ -49,8 +49,13 @@ def _pipeline(spec_key: str):
 
 
 def _spec_key(spec) -> str:
+    """The pipeline spec as a string a worker can rebuild it from; a recipe path is made absolute here, since a
+    worker of a tcp:// cluster runs in another directory."""
     import json
+    from pathlib import Path
 
+    if isinstance(spec, (str, Path)) and Path(spec).suffix in (".yaml", ".yml") and Path(spec).is_file():
+        spec = str(Path(spec).resolve())
     return json.dumps(spec, sort_keys=True)
 
 

@@ -14,20 +14,35 @@ class HyperSpyError(ValueError):
     """A file cannot be used as an image series."""
 
 
-def load_images(path, *, lazy: bool = False):
-    """Load ``path`` as a 2-D image signal (a single image or a stack); clear errors for anything else."""
+#: ``--channel`` choices for colour stacks: one component, or the luminance (ITU-R BT.601 weights).
+CHANNELS = {"R": (1.0, 0.0, 0.0), "G": (0.0, 1.0, 0.0), "B": (0.0, 0.0, 1.0), "gray": (0.299, 0.587, 0.114)}
+
+
+def load_images(path, *, lazy: bool = False, frame_axis: int | None = None, channel: str | None = None,
+                notes: list[str] | None = None):
+    """Load ``path`` as a 2-D image signal (a single image or a stack); clear errors for anything else.
+
+    A stack HyperSpy reads with three signal dimensions (``.emd``, ``.npy``: ``(|512, 512, 5)``) or transposed
+    (``(512, 512|5)``) becomes a stack along its shortest axis, or along ``frame_axis`` (a numpy axis index);
+    colour stacks need ``channel`` (``R``, ``G``, ``B`` or ``gray``).  What was inferred is appended to ``notes``.
+    A ``.zspy`` store is a directory.
+    """
     import logging
     from pathlib import Path
 
     import hyperspy.api as hs
 
-    if not Path(path).is_file():
-        raise HyperSpyError(f"{path}: no such file")
+    path = Path(path)
+    if not (path.is_file() or (path.is_dir() and path.suffix == ".zspy")):
+        raise HyperSpyError(f"{path}: no such file" if not path.exists() else
+                            f"{path}: a directory (only a .zspy store is read as one)")
     hs_log = logging.getLogger("hyperspy")
     level = hs_log.level
     hs_log.setLevel(logging.CRITICAL)  # HyperSpy logs its own errors; the user gets ours, once
     try:
         signal = hs.load(str(path), lazy=lazy)
+    except ImportError as exc:
+        raise HyperSpyError(f"{path}: reading it needs a package that is not installed ({exc})") from None
     except Exception as exc:  # RosettaSciIO raises many kinds for unreadable files
         raise HyperSpyError(f"{path}: HyperSpy cannot read it ({type(exc).__name__}: {exc})") from None
     finally:
@@ -37,19 +52,86 @@ def load_images(path, *, lazy: bool = False):
         if not images:
             raise HyperSpyError(f"{path}: holds {len(signal)} signals, none of them images")
         signal = images[0]
-    if signal.axes_manager.signal_dimension != 2:
-        if signal.axes_manager.signal_dimension == 1 and signal.axes_manager.navigation_dimension >= 1 \
-                and signal.data.ndim >= 2:
-            signal = signal.as_signal2D((0, 1))
-        else:
-            raise HyperSpyError(f"{path}: not an image or image stack (signal dimension "
-                                f"{signal.axes_manager.signal_dimension})")
-    if signal.axes_manager.navigation_dimension > 1:
-        raise HyperSpyError(f"{path}: a {signal.axes_manager.navigation_dimension}-D series of images; "
-                            "pass a single stack (e.g. s.inav[:, 0])")
+    signal = _intensities(signal, path, channel, notes)
+    signal = _as_stack(signal, path, frame_axis, notes)
     if signal.data.dtype.kind == "c":
         raise HyperSpyError(f"{path}: complex images; take the amplitude or phase first")
     return signal
+
+
+def _intensities(signal, path, channel: str | None, notes: list[str] | None):
+    """Colour (RGB/RGBA) data as one intensity per pixel, when ``channel`` says how."""
+    names = signal.data.dtype.names
+    if not names:
+        if channel is not None:
+            raise HyperSpyError(f"{path}: --channel {channel} given, but the images are not colour data")
+        return signal
+    if channel is None:
+        raise HyperSpyError(f"{path}: colour ({'/'.join(names)}) images; drift needs one intensity per pixel: pass "
+                            "--channel R, G, B or gray (luminance), or convert first (HyperSpy: "
+                            "s.change_dtype('uint8') after s.change_dtype('rgb8') splits the channels)")
+    if channel not in CHANNELS:
+        raise HyperSpyError(f"{path}: --channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
+    data = np.asarray(signal.data)
+    weights = CHANNELS[channel]
+    gray = sum(w * data[name].astype(np.float32) for w, name in zip(weights, names[:3]) if w)
+    out = _with_data(signal, gray, range(gray.ndim))
+    if notes is not None:
+        notes.append(f"colour images: using {'the luminance' if channel == 'gray' else 'channel ' + channel}")
+    return out
+
+
+def _as_stack(signal, path, frame_axis: int | None, notes: list[str] | None):
+    """A Signal2D with at most one navigation axis, the frames along it."""
+
+    am = signal.axes_manager
+    ndim = signal.data.ndim
+    plain = am.signal_dimension == 2 and am.navigation_dimension <= 1
+    if plain and frame_axis is None:
+        return signal
+    if frame_axis is None:
+        if ndim != 3:
+            if am.navigation_dimension > 1 and am.signal_dimension == 2:
+                raise HyperSpyError(f"{path}: a {am.navigation_dimension}-D series of images; pass a single stack "
+                                    "(e.g. s.inav[:, 0])")
+            raise HyperSpyError(f"{path}: not an image or image stack (signal dimension {am.signal_dimension}, "
+                                f"{ndim} array dimensions)")
+        sizes = signal.data.shape
+        frame_axis = int(np.argmin(sizes))
+        if sorted(sizes)[0] == sorted(sizes)[1]:
+            raise HyperSpyError(f"{path}: cannot tell the frame axis of a {'×'.join(map(str, sizes))} array; "
+                                "pass --frame-axis (the numpy axis index of the frames)")
+    if not -ndim <= frame_axis < ndim or ndim != 3:
+        raise HyperSpyError(f"{path}: --frame-axis {frame_axis} does not fit a {ndim}-D array of shape "
+                            f"{signal.data.shape}")
+    frame_axis %= ndim
+    data = np.moveaxis(signal.data, frame_axis, 0)
+    stack = _with_data(signal, data, [frame_axis] + [k for k in range(ndim) if k != frame_axis])
+    if notes is not None:
+        notes.append(f"frames along array axis {frame_axis} ({data.shape[0]} frames of "
+                     f"{data.shape[1]}×{data.shape[2]} px)")
+    return stack
+
+
+def _with_data(signal, data, order):
+    """A Signal2D of ``data`` (the last two array axes are the image) whose axis ``j`` is ``signal``'s array axis
+    ``order[j]``: its name, units, scale and offset, and the metadata."""
+    import hyperspy.api as hs
+
+    out = hs.signals.Signal2D(data)
+    if getattr(signal, "_lazy", False):
+        out = out.as_lazy()
+    axes, out_axes = _array_order(signal), _array_order(out)
+    for k, dst in zip(order, out_axes):
+        src = axes[k]
+        dst.name, dst.units, dst.scale, dst.offset = src.name, src.units, src.scale, src.offset
+    out.metadata.add_dictionary(signal.metadata.as_dictionary())
+    return out
+
+
+def _array_order(signal) -> list:
+    am = signal.axes_manager
+    return sorted([*am.navigation_axes, *am.signal_axes], key=lambda axis: axis.index_in_array)
 
 
 def frame_count(signal) -> int:
