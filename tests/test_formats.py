@@ -127,3 +127,23 @@ def test_a_plain_tiff_warns_about_its_pixel_size_and_takes_one(tmp_path):
     rows, got = _shifts(tmp_path / "given.csv")
     np.testing.assert_allclose([float(r["dy_nm"]) for r in rows], got[:, 0] * 0.05, rtol=1e-6)
     assert hs.load(str(tmp_path / "given.hspy")).axes_manager.signal_axes[0].units == "nm"
+
+
+def test_a_recipe_path_pipeline_is_made_absolute_for_cluster_workers(tmp_path, monkeypatch):
+    """Workers of a tcp:// cluster run in another directory: a relative recipe path travels as an absolute one."""
+    import json
+
+    from drift_hyperspy.positions import _spec_key
+
+    (tmp_path / "mine.yaml").write_text("pipeline: classical\n")
+    monkeypatch.chdir(tmp_path)
+    assert json.loads(_spec_key("mine.yaml")) == str(tmp_path / "mine.yaml")
+    assert json.loads(_spec_key("classical")) == "classical"
+
+
+def test_the_docs_say_how_to_get_drift_on_the_path():
+    from conftest import ROOT
+
+    for page in (ROOT / "README.md", ROOT / "docs" / "quickstart.md"):
+        text = page.read_text()
+        assert "source .venv/bin/activate" in text and ".venv/bin/drift" in text

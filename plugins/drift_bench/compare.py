@@ -1,6 +1,7 @@
 """``drift compare``: several pipelines on identical pairs, with a table and figures.
 
-Settings come from a recipe's ``bench`` section and/or the command line (which wins)::
+Settings come from a recipe's ``bench`` section and/or the command line (which wins); ``--stack FILE`` compares on
+a recorded series instead (:mod:`.recorded`)::
 
     bench: {pipelines: [dcnn, classical, phase, skimage], snr: [4, 1, 0.5, 0.25], size: 256, pairs: 200,
             lattice: hexagonal, spacing: [8, 16], noise: uniform}
@@ -32,6 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lattice")
     p.add_argument("--noise", choices=("uniform", "gaussian", "poisson"))
     p.add_argument("--seed", type=int)
+    p.add_argument("--stack", help="a recorded image series (any HyperSpy format): compare on it, scored by loop "
+                                   "closure and agreement between pipelines (there is no truth)")
+    p.add_argument("--max-gap", type=int, default=4, help="--stack: largest frame distance of a measured pair")
     p.add_argument("--out", default="runs/compare", help="folder for compare.md/.csv and the PNG figures")
     add_scheduler_argument(p)
     p.set_defaults(func=run)
@@ -58,6 +62,10 @@ def settings(args) -> argparse.Namespace:
 
 def run(args) -> int:
     cfg = settings(args)
+    if getattr(args, "stack", None):
+        from .recorded import run as run_recorded
+
+        return run_recorded(args, [p.strip() for p in str(cfg.pipelines).split(",") if p.strip()])
     rows, detail = [], {}
     for level, (res, bounds) in zip(cfg.snr, sweep(cfg, cfg.snr, scheduler=getattr(args, "scheduler", None))):
         detail[level] = (res, bounds)

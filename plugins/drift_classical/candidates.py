@@ -462,7 +462,9 @@ def _nearest_translate(data: np.ndarray, center, search_mask: np.ndarray | None,
     if basis is None:
         return None
     h, w = data.shape
-    steps = np.stack(np.meshgrid(np.arange(-3, 4), np.arange(-3, 4), indexing="ij"), -1).reshape(-1, 2)
+    reach = int(np.ceil(np.hypot(*pick.shift) / max(float(np.min(np.hypot(*basis.T))), 1e-9))) + 2
+    steps = np.stack(np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij"),
+                     -1).reshape(-1, 2)
     places = np.asarray(pick.shift) + steps @ basis
     best = places[int(np.argmin(np.hypot(*places.T)))]
     if np.hypot(*best) >= np.hypot(*pick.shift) - 0.5:
@@ -560,12 +562,15 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
         pool = {j for k in winners for j in range(n)
                 if j == k or spectra.is_lattice_vector(np.subtract(cands[j].shift, cands[k].shift))}
         chosen = min(pool, key=lambda k: cands[k].shift[0] ** 2 + cands[k].shift[1] ** 2)
-    if not keep_first:
-        nearest = _nearest_translate(data, center, search_mask, cands[chosen], spectra.basis)
-        if nearest is not None:
-            cands.append(nearest)
-            chosen, n = len(cands) - 1, n + 1
+    nearest = _nearest_translate(data, center, search_mask, cands[chosen], basis)
     distinct, rivals = 1.0, []
+    if nearest is not None and keep_first and basis is not None:
+        # another estimator's answer one or more lattice vectors from the nearest-to-zero equivalent: right modulo
+        # the cell, but not the shift the convention reports
+        distinct, rivals = 0.0, [nearest]
+    elif nearest is not None and not keep_first:
+        cands.append(nearest)
+        chosen, n = len(cands) - 1, n + 1
     for k in range(n):
         if k == chosen:
             continue
@@ -576,8 +581,9 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
         farther = np.hypot(*cands[k].shift) > np.hypot(*cands[chosen].shift)
         if farther and not known:
             continue  # no lattice to tell translates apart: the nearest of equal peaks wins
-        if tolerance > 0 and farther and abs(z * sd) <= tolerance:
-            continue  # as high as the pick within what smeared scans allow, and farther from zero: the same answer
+        beyond_cell = np.hypot(*np.subtract(cands[k].shift, cands[chosen].shift)) >= reach
+        if tolerance > 0 and farther and beyond_cell and abs(z * sd) <= tolerance:
+            continue  # a smeared scan's translate, as high as the pick within its tolerance: the same answer
         p_beats = _beats(z, cands[chosen].value,
                          spectra.structural_mismatch(np.subtract(cands[k].shift, cands[chosen].shift)), sd)
         distinct *= p_beats

@@ -58,7 +58,8 @@ class MapEstimator:
 
     def contest_at(self, cmap: CorrelationMap, near: tuple[float, float]) -> tuple[float, tuple[tuple[float, float], ...]]:
         """Score another estimator's answer ``near`` (dy, dx) against the map's other candidates: the probability
-        that it beats them all, and the shifts it does not rule out."""
+        that it beats them all, and the shifts it does not rule out (0 when ``near`` is half a pixel or more from
+        the map's peak it climbs to, or not the nearest-to-zero of its lattice translates)."""
         if cmap.raw is not None:  # a learned pipeline's map is of denoised frames: score on the raw ones
             cmap = raw_ncc(*cmap.raw)
         noise = self._noise(cmap)
@@ -71,6 +72,8 @@ class MapEstimator:
         _, result = self._contest(cmap, vstd, noise, peak, keep_first=True)
         if result is None:
             return 1.0, ()
+        if np.hypot(result.chosen.shift[0] - near[0], result.chosen.shift[1] - near[1]) > 0.5:
+            return 0.0, (result.chosen.shift,)  # half a pixel or more from the correlation's own peak: not it
         return result.distinct, tuple(r.shift for r in result.rivals)
 
     def _contest(self, cmap, value_std, noise, peak, *, keep_first: bool):
@@ -166,12 +169,15 @@ class MapEstimator:
         sigma = unc.radial_sigma(cov, math.hypot(self.floor_px, model_px))
         if value_std is None:
             value_std = self._value_std(cmap, (vr, vm))
+        rivals: tuple[tuple[float, float], ...] = ()
         if contest is not None:
-            distinct = contest.distinct
+            distinct, rivals = contest.distinct, tuple(r.shift for r in contest.rivals)
         else:
             distinct = unc.peak_distinctness(cmap.data, peak, cmap.center, self.search_mask(cmap), value_std)
+            if cmap.kind == "phase":  # whitened maps give no noise model: score the answer on the NCC's candidates
+                scored, rivals = self.contest_at(raw_ncc(cmap.reference, cmap.moving), (float(d[0]), float(d[1])))
+                distinct = min(distinct, scored)
         meta = {"peak_distinctness": distinct, "cov": cov.tolist()}
-        rivals = tuple(r.shift for r in contest.rivals) if contest is not None else ()
         if self.max_shift_px is not None:
             h, w = cmap.data.shape
             py, px = peak

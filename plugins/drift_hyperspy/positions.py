@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from drift_framework.series import pair_list, solve_positions
+
 REFERENCES = ("first", "previous", "all-pairs")
 MODES = ("crop", "expand", "fill")
 
@@ -67,15 +69,6 @@ def estimate_pair(spec_key: str, a, b) -> tuple:
     return s.dy, s.dx, sigma, confidence
 
 
-def pair_list(n: int, reference: str, max_gap: int | None) -> list[tuple[int, int]]:
-    if reference == "first":
-        return [(0, j) for j in range(1, n)]
-    if reference == "previous":
-        return [(j - 1, j) for j in range(1, n)]
-    gap = n - 1 if max_gap is None else max_gap
-    return [(i, j) for i in range(n) for j in range(i + 1, min(n, i + gap + 1))]
-
-
 def measure(frames, n: int, pairs, spec, *, scheduler: str | None = None, progress=None) -> np.ndarray:
     """Measure every pair; ``frames(i)`` returns frame i (an array, or a dask array for lazy data).
 
@@ -107,42 +100,6 @@ def measure(frames, n: int, pairs, spec, *, scheduler: str | None = None, progre
     else:
         results = dask.compute(*tasks, scheduler=scheduler)
     return np.array(results, float).reshape(-1, 4)
-
-
-def solve_positions(n: int, pairs, measured: np.ndarray, *, iterations: int = 8, huber: float = 2.0):
-    """Positions (n, 2) with frame 0 at zero from pair measurements ``d_j − d_i``, robust weighted least squares.
-
-    Returns ``(positions, sigma, closure)``: sigma from the weighted normal equations (radial, px), widened by the
-    Birge ratio when the residuals exceed the measurements' sigmas; closure is the
-    RMS length of the residuals ``measured − (d_j − d_i)`` (px), how far the measurements fail to add up around
-    loops of frames.
-    """
-    a = np.zeros((len(pairs), n))
-    for k, (i, j) in enumerate(pairs):
-        a[k, j] += 1
-        a[k, i] -= 1
-    a = a[:, 1:]
-    y = measured[:, :2]
-    sig = np.maximum(measured[:, 2], 1e-3) / math.sqrt(2)  # per axis
-    w = np.ones(len(pairs))
-    for _ in range(iterations):
-        weights = w / sig ** 2
-        normal = a.T @ (a * weights[:, None])
-        x = np.linalg.solve(normal, a.T @ (y * weights[:, None]))
-        r = np.hypot(*(a @ x - y).T) / sig
-        w = np.minimum(1.0, huber / np.maximum(r, 1e-12))
-    cov = np.linalg.inv(normal)
-    residual = a @ x - y
-    # Birge ratio: when the measurements scatter more than their sigmas say (a distorted scan), widen the
-    # positions' sigma by it rather than report a precision the data do not have
-    dof = 2 * (len(pairs) - (n - 1))
-    if dof > 0:
-        chi2 = float(np.sum(weights[:, None] * residual ** 2))
-        cov = cov * max(1.0, chi2 / dof)
-    positions = np.vstack([np.zeros((1, 2)), x])
-    sigma = np.concatenate([[0.0], np.sqrt(2 * np.diag(cov))])
-    closure = float(np.sqrt(np.mean(np.sum(residual ** 2, axis=1))))
-    return positions, sigma, closure
 
 
 def estimate_shifts(frames, n: int, pipeline="classical", *, reference: str = "first", max_gap: int | None = None,
