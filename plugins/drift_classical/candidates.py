@@ -21,7 +21,9 @@ ones whenever the true shift is the farther peak.  So:
 """
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +70,23 @@ class Contest:
         return bool(self.rivals)
 
 
+_SPECTRA: OrderedDict[tuple, WindowedSpectrum] = OrderedDict()
+
+
+def _reference_spectrum(reference: np.ndarray, var: float) -> WindowedSpectrum:
+    """The reference's :class:`WindowedSpectrum`, kept for the next pairs against the same reference (a loop or a
+    stack corrected against its first frame): keyed by the frame's bytes, so a changed frame is a new entry."""
+    data = np.ascontiguousarray(reference)
+    key = (data.shape, data.dtype.str, round(float(var), 12), hashlib.blake2b(data.tobytes(), digest_size=16).digest())
+    found = _SPECTRA.get(key)
+    if found is None:
+        found = WindowedSpectrum(data, var)
+        _SPECTRA[key] = found
+        while len(_SPECTRA) > 8:
+            _SPECTRA.popitem(last=False)
+    return found
+
+
 class SignalSpectra:
     """What the reference's content says about translations: its self-mismatch under a lag, its lattice basis, and
     the noise of a difference of two correlation values.  The spectrum is computed on first use."""
@@ -82,7 +101,7 @@ class SignalSpectra:
     @property
     def windowed(self) -> WindowedSpectrum:
         if self._windowed is None:
-            self._windowed = WindowedSpectrum(self._reference, self.var_r)
+            self._windowed = _reference_spectrum(self._reference, self.var_r)
         return self._windowed
 
     def structural_mismatch(self, v: np.ndarray) -> float:
@@ -163,6 +182,7 @@ class WindowedSpectrum:
         self.k = np.stack([2 * np.pi * sfft.fftfreq(2 * h)[iy], 2 * np.pi * sfft.fftfreq(2 * w)[ix]], axis=1)
         self.power = power
         self.tapered = TaperedFrame(image, var, self.MAX_SIZE)
+        self._apparent: tuple[np.ndarray | None] | None = None  # (basis,) once computed
         self._window = [(2 * np.pi * sfft.fftfreq(2 * n), np.abs(sfft.fft(win, 2 * n)) ** 2)
                         for n, win in ((h, wy), (w, wx))]
 
@@ -191,6 +211,14 @@ class WindowedSpectrum:
         return float(values[best]), centre
 
     def lattice_basis(self, also: TaperedFrame | None = None) -> np.ndarray | None:
+        """The basis of :meth:`apparent_basis`, or of the super-lattice its weak reflections reveal (with ``also``,
+        the other frame, read too)."""
+        if self._apparent is None:
+            self._apparent = (self.apparent_basis(),)  # the reference's own: computed once per reference
+        apparent = self._apparent[0]
+        return None if apparent is None else self._coarsest(apparent, also)
+
+    def apparent_basis(self) -> np.ndarray | None:
         """The real-space lattice basis (2, 2) dual to the image's reflections; ``None`` when they form no lattice.
 
         Reflections are read off the significant part of the spectrum (power-weighted centroids of its connected
@@ -213,7 +241,7 @@ class WindowedSpectrum:
             index = spots @ np.linalg.inv(recip)
             off = np.abs(index - np.round(index))
             if np.all(off < 0.15):
-                return self._coarsest(self._finest(2 * np.pi * np.linalg.inv(recip).T), also)
+                return self._finest(2 * np.pi * np.linalg.inv(recip).T)
             bad = index[np.argmax(off.max(axis=1))]
             halves = np.abs(bad - np.round(bad)) > 0.35
             g1, g2 = recip
