@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch  # noqa: E402
+import yaml
 from conftest import drift_cli, simulator_source  # noqa: E402
 
 import drift_framework as df
@@ -79,24 +80,18 @@ def test_pickle_payload_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
+def _training_recipe(path, name, *, spacing_px=(8, 12), **train):
+    """A tiny training recipe on noiseless 64² simulated pairs (the trainer adds the noise)."""
+    path.write_text(yaml.safe_dump({"name": name, "train": train, "source": {
+        "plugin": "simulator", "spacing_px": list(spacing_px), "rotation_deg": None, "shape": [64, 64],
+        "noise": {"kind": "none"}}}))
+    return path
+
+
 def test_short_training_run_lowers_the_loss_and_resumes(tmp_path):
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(f"""\
-name: tiny
-source: {{plugin: simulator, spacing_px: [8, 12], rotation_deg: null, shape: [64, 64], noise: {{kind: none}}}}
-train:
-  batches: 60
-  batch_size: 8
-  patch: 48
-  lr: 0.003
-  channels: 8
-  depth: 2
-  validate_every: 20
-  validation_pairs: 8
-  validation_levels: [1.0]
-  checkpoint_dir: {tmp_path / 'ckpt'}
-  output: {tmp_path / 'den.pt'}
-""")
+    recipe = _training_recipe(tmp_path / "tiny.yaml", "tiny", batches=60, batch_size=8, patch=48, lr=0.003,
+                              channels=8, depth=2, validate_every=20, validation_pairs=8, validation_levels=[1.0],
+                              checkpoint_dir=str(tmp_path / "ckpt"), output=str(tmp_path / "den.pt"))
     out = drift_cli("train", "denoiser", str(recipe), "-q")
     assert out.returncode == 0, out.stderr
     card = json.loads((tmp_path / "den.json").read_text())
@@ -173,34 +168,16 @@ def test_batch_estimation_matches_pair_by_pair():
 def test_training_prints_a_summary_and_refuses_a_regressor_that_learned_nothing(tmp_path):
     """Two batches of a regressor cannot find shifts: an error naming the checkpoint, no weights, no card; the
     denoiser's training ends with a short table, not the whole model card."""
-    recipe = tmp_path / "reg.yaml"
-    recipe.write_text(f"""\
-name: untrained
-source: {{plugin: simulator, spacing_px: [14, 16], rotation_deg: null, shape: [64, 64], noise: {{kind: none}}}}
-train:
-  batches: 2
-  batch_size: 4
-  radius: 8
-  channels: 4
-  hidden: 8
-  denoiser: none
-  validate_every: 2
-  validation_pairs: 16
-  validation_levels: [1.0]
-  seed: 3
-  checkpoint_dir: {tmp_path / 'ckpt'}
-  output: {tmp_path / 'reg.pt'}
-""")
+    recipe = _training_recipe(tmp_path / "reg.yaml", "untrained", spacing_px=[14, 16], batches=2, batch_size=4,
+                              radius=8, channels=4, hidden=8, denoiser="none", validate_every=2, validation_pairs=16,
+                              validation_levels=[1.0], seed=3, checkpoint_dir=str(tmp_path / "ckpt"),
+                              output=str(tmp_path / "reg.pt"))
     out = drift_cli("train", "regressor", str(recipe), "-q")
     assert out.returncode != 0 and "no weights written" in out.stderr and "Traceback" not in out.stderr
     assert "checkpoint" in out.stderr and not (tmp_path / "reg.pt").exists() and not (tmp_path / "reg.json").exists()
-    den = tmp_path / "den.yaml"
-    den.write_text(f"""\
-name: tiny
-source: {{plugin: simulator, spacing_px: [8, 12], rotation_deg: null, shape: [64, 64], noise: {{kind: none}}}}
-train: {{batches: 2, batch_size: 4, patch: 48, channels: 4, depth: 1, validate_every: 2, validation_pairs: 4,
-        validation_levels: [1.0], checkpoint_dir: {tmp_path / 'c2'}, output: {tmp_path / 'den.pt'}}}
-""")
+    den = _training_recipe(tmp_path / "den.yaml", "tiny", batches=2, batch_size=4, patch=48, channels=4, depth=1,
+                           validate_every=2, validation_pairs=4, validation_levels=[1.0],
+                           checkpoint_dir=str(tmp_path / "c2"), output=str(tmp_path / "den.pt"))
     out = drift_cli("train", "denoiser", str(den), "-q")
     assert out.returncode == 0, out.stderr
     assert "trained:" in out.stdout and "validation set" in out.stdout and "sha256" in out.stdout
