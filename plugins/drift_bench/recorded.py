@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drift_framework.assembly import build_source, load_pipeline
+from drift_framework.assembly import build_source, close_component, load_pipeline
 from drift_framework.series import pair_list, solve_positions
 from drift_framework.types import SourceExhausted
 
@@ -36,9 +36,7 @@ def read_stack(path: str) -> tuple[list[np.ndarray], float]:
     except SourceExhausted:
         pass
     finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        close_component(source)
     if len(frames) < 3:
         raise ValueError(f"{path}: {len(frames)} frame(s); comparing on a recorded series needs at least 3")
     return frames, pixel_nm

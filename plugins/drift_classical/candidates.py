@@ -96,7 +96,7 @@ class SignalSpectra:
         self.p = [max(float(np.var(img)) - var, 0.0) for img, var in ((reference, var_r), (moving, var_m))]
         self._reference, self._moving = reference, moving
         self._windowed: WindowedSpectrum | None = None
-        self._basis: np.ndarray | None | bool = False  # found on first use
+        self._basis: tuple[np.ndarray | None] | None = None  # (basis,) once found
 
     @property
     def windowed(self) -> WindowedSpectrum:
@@ -111,16 +111,16 @@ class SignalSpectra:
     @property
     def basis(self) -> np.ndarray | None:
         """The reference's lattice basis (2, 2), or ``None`` when it shows no lattice."""
-        if self._basis is False:
-            self._basis = self.windowed.lattice_basis(TaperedFrame(self._moving, self.var_m, WindowedSpectrum.MAX_SIZE))
-            if self._basis is not None:
-                self._inverse = np.linalg.inv(self._basis.T)
-        return self._basis  # type: ignore[return-value]
+        if self._basis is None:
+            basis = self.windowed.lattice_basis(TaperedFrame(self._moving, self.var_m, WindowedSpectrum.MAX_SIZE))
+            self._basis = (basis,)
+            if basis is not None:
+                self._inverse = np.linalg.inv(basis.T)
+        return self._basis[0]
 
     def is_lattice_vector(self, v: np.ndarray, tolerance_px: float = 1.0) -> bool:
-        """Whether the reference maps onto itself under ``v`` (directly, or ``v`` is within ``tolerance_px`` a
-        whole-number combination of its lattice basis).  Never when the reference shows no lattice: then every
-        competing peak counts."""
+        """Whether ``v`` is, within ``tolerance_px``, a whole-number combination of the reference's lattice basis.
+        Never when the reference shows no lattice."""
         basis = self.basis
         if basis is None:
             return False
@@ -131,8 +131,9 @@ class SignalSpectra:
     def difference_std(self, value_std: float, v: np.ndarray) -> float:
         """Noise std of ``ρ(p) − ρ(p + v)`` given the noise std of one coefficient.
 
-        The reference's noise meets the change of the moving frame's content under ``v`` (``f_m``); the moving
-        frame's noise enters at two different places, independently, whatever ``v`` is.
+        The reference's noise meets the change of the moving frame's content under ``v`` (``f_m``, read off the
+        reference's spectrum: the same specimen); the moving frame's noise enters at two different places,
+        independently, whatever ``v`` is.
         """
         f_m = float(np.clip(self.windowed.mismatch(np.asarray(v, float))[0], 0.0, 2.0))
         p_r, p_m = self.p
@@ -529,7 +530,6 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     region, a strongly distorted scan): then, as for any lattice, peaks farther from zero than the pick do not
     compete and the pick stands.  ``None`` when the map has no peak.
     """
-    h, w = data.shape
     masked = data if search_mask is None else np.where(search_mask, data, -np.inf)
     top = float(np.max(masked))
     if not np.isfinite(top):
@@ -545,7 +545,8 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     order = np.argsort(masked[ys, xs])[::-1]
     radius = np.hypot(ys - center[0], xs - center[1])
     nearer = order[radius[order] < math.hypot(first[0] - center[0], first[1] - center[1])][:MAX_CANDIDATES // 2]
-    rest = [k for k in order if k not in set(nearer)][:MAX_CANDIDATES - 1 - len(nearer)]
+    taken = set(nearer.tolist())
+    rest = [k for k in order if k not in taken][:MAX_CANDIDATES - 1 - len(nearer)]
     pick = np.concatenate([nearer, np.asarray(rest, int)]).astype(int)
     ys, xs = np.concatenate([[first[0]], ys[pick]]), np.concatenate([[first[1]], xs[pick]])
     cands = []

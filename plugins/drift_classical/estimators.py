@@ -18,7 +18,7 @@ from drift_framework.types import CorrelationMap, Shift
 
 from . import candidates as cand
 from . import uncertainty as unc
-from .correlators import WORKERS, gaussian_weight, window
+from .correlators import WORKERS, CrossCorrelator, gaussian_weight, window
 
 
 @lru_cache(maxsize=32)
@@ -187,17 +187,9 @@ class MapEstimator:
         return Shift(float(d[0]), float(d[1]), sigma, unc.confidence(distinct, sigma), self.method, meta, rivals)
 
 
-def raw_ncc(reference: np.ndarray, moving: np.ndarray, lowpass_px: float = 1.5) -> CorrelationMap:
+def raw_ncc(reference: np.ndarray, moving: np.ndarray) -> CorrelationMap:
     """The ``classical`` preset's map (circular NCC, the moving frame low-passed) of two raw frames."""
-    r = np.asarray(reference, np.float64) - np.mean(reference)
-    m = np.asarray(moving, np.float64) - np.mean(moving)
-    spectrum = np.conj(sfft.rfft2(r, workers=WORKERS)) * sfft.rfft2(m, workers=WORKERS) * \
-        gaussian_weight(r.shape, lowpass_px)
-    c = sfft.irfft2(spectrum, s=r.shape, workers=WORKERS)
-    c /= max(float(np.sqrt(np.sum(r * r) * np.sum(m * m))), 1e-30)
-    shape = r.shape
-    return CorrelationMap(data=sfft.fftshift(c), center=(shape[0] // 2, shape[1] // 2), reference=reference,
-                          moving=moving, kind="ncc", normalized=True)
+    return CrossCorrelator(normalize=True, window="none", lowpass_px=1.5, kind="ncc").correlate(reference, moving)
 
 
 def _climb(data: np.ndarray, start: tuple[int, int]) -> tuple[int, int]:

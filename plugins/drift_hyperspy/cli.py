@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .source import CHANNELS
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("correct", help="correct the drift of a recorded image series (any HyperSpy format)")
@@ -30,7 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--frame-axis", type=int,
                    help="numpy axis of the frames, for stacks read with three signal dimensions or transposed "
                         "(default: the shortest axis)")
-    p.add_argument("--channel", choices=("R", "G", "B", "gray"),
+    p.add_argument("--channel", choices=tuple(CHANNELS),
                    help="colour (RGB) stacks: the channel to use, or gray for the luminance")
     p.add_argument("--pixel-size", type=float, metavar="NM",
                    help="pixel size in nm when the file has none (a plain TIFF): fills the CSV's nm columns and "
