@@ -173,7 +173,7 @@ def test_recipe_snippets_run(page, tmp_path, monkeypatch):
             data["train"].update(batches=4, batch_size=4, validate_every=2, validation_pairs=4,
                                  validation_levels=[1.0])
             if trainer_name.group(1) == "regressor":  # 4 batches learn nothing: a smoke test of the recipe
-                data["train"]["require_success"] = False
+                data["train"]["min_success"] = 0
             path = tmp_path / f"train{k}.yaml"
             path.write_text(yaml.safe_dump(data))
             recipe, trainer = load_train_recipe(path, trainer_name.group(1))

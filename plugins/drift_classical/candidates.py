@@ -234,7 +234,7 @@ class WindowedSpectrum:
             return None
         order = np.argsort(np.hypot(*spots.T))
         g1 = spots[order[0]]
-        others = [spots[k] for k in order[1:] if abs(np.cross(g1, spots[k])) > 0.3 * np.dot(g1, g1)]
+        others = [spots[k] for k in order[1:] if abs(np.linalg.det(np.array([g1, spots[k]]))) > 0.3 * np.dot(g1, g1)]
         if not others:
             return None
         recip = np.array([g1, others[0]])

@@ -127,7 +127,8 @@ def drift_trainers():
             "input": Param("str", "ncc", "What the network reads: the NCC window, or (ablation) the two frames",
                            choices=("ncc", "images")),
             "image_crop": Param("int", 64, "With input: images, the centred crop fed to the network", ge=16),
-            "require_success": Param("bool", True, "Refuse to write weights that find no validation shift within "
-                                                   "0.5 px (false: smoke tests of a recipe on a tiny budget)")},
+            "min_success": Param("float", 0.5, "Refuse to write weights whose best validation set finds fewer than "
+                                               "this fraction of shifts within 0.5 px (0: smoke tests of a recipe "
+                                               "on a tiny budget)", ge=0, le=1)},
             "Train the DCNN regressor on NCC maps of denoised pairs"),
     ]

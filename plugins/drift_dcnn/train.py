@@ -87,8 +87,7 @@ def _loop(kind: str, recipe, options: dict, model, step_loss, validate) -> dict:
                             "torch_rng": torch.get_rng_state(), "history": json.dumps(history),
                             "elapsed": time.perf_counter() - t0}, ckpt)
     seconds = time.perf_counter() - t0
-    if cfg.get("require_success", True):
-        _check_validation(kind, metrics, ckpt)
+    _check_validation(kind, metrics, ckpt, cfg.get("min_success", 0.5))
     output = Path(cfg["output"].replace("{name}", name))
     card = {"kind": kind, "name": name, "recipe": recipe.text, "recipe_path": recipe.path,
             "pairs_seen": cfg["batches"] * cfg["batch_size"], "batches": cfg["batches"],
@@ -120,15 +119,18 @@ class TrainingFailed(ValueError):
     """The trained model does not do its job on the validation sets: no weights are written."""
 
 
-def _check_validation(kind: str, metrics: dict, checkpoint: Path) -> None:
-    """A regressor that gets no validation shift within 0.5 px is an error, not a model card."""
-    if kind != "regressor" or not metrics:
+def _check_validation(kind: str, metrics: dict, checkpoint: Path, min_success: float) -> None:
+    """A regressor whose best validation set finds fewer than ``min_success`` of its shifts is an error, not a
+    model card: an untrained network lands within 0.5 px by chance on a few pairs, so "any success" is no test."""
+    if kind != "regressor" or not metrics or min_success <= 0:
         return
-    failed = [name for name, m in metrics.items() if isinstance(m, dict) and not m.get("success", 0.0) > 0.0]
-    if len(failed) == len(metrics):
-        raise TrainingFailed(f"validation: no shift within 0.5 px on {', '.join(failed)} (success 0, RMSE NaN); "
-                             f"no weights written. The checkpoint {checkpoint} is kept: train longer (more batches, "
-                             "drift train … --resume) or check the recipe's source and shift range")
+    success = {name: float(m.get("success", 0.0)) for name, m in metrics.items() if isinstance(m, dict)}
+    if success and max(success.values()) < min_success:
+        found = ", ".join(f"{name} {value:.0%}" for name, value in success.items())
+        raise TrainingFailed(f"validation: shifts found within 0.5 px: {found}, below train.min_success "
+                             f"{min_success:.0%}; no weights written. The checkpoint {checkpoint} is kept: train "
+                             "longer (more batches, drift train … --resume) or check the recipe's source and shift "
+                             "range")
 
 
 def _flat(metrics: dict) -> dict:
