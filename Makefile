@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs install clean reliability reference
+.PHONY: demo test lint docs install clean reliability reference browser
 
 LOG := $(VENV)/install.log
 
@@ -27,7 +27,10 @@ demo: $(STAMP)
 	@$(BIN)/drift run configs/quickstart.yaml --overwrite
 	@echo "drift is in $(BIN): 'source $(VENV)/bin/activate' puts it on your PATH (or call $(BIN)/drift)"
 
-test: $(STAMP)
+browser:   # Debian's chromium + chromium-driver for the live view's browser tests (apt-get, as root)
+	@bash .ci/install-browser
+
+test: $(STAMP) browser
 	@echo "test: pytest"
 	@$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -24,8 +24,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .loop import run
     from .recipe import load_recipe
+    from .registry import plugin_manager
 
     recipe = load_recipe(args.recipe)
+    # options plugins added to `drift run` (--live …) become this run's observers
+    observers = [o for found in plugin_manager().hook.drift_run_observers(args=args) for o in found or ()]
     frames = args.frames or recipe.run["frames"]
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -39,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         if args.overwrite:
             recipe.run["overwrite"] = True
-        summary = run(recipe, output=args.output, frames=args.frames, progress=progress)
+        summary = run(recipe, output=args.output, frames=args.frames, progress=progress, observers=observers)
     _print_summary(summary)
     status = exit_status(summary.stop_reason)
     if status == 1:  # one plain line that no table wraps
@@ -221,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file (run.overwrite: true)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
+    run_parser = p
 
     p = sub.add_parser("validate", help="validate a recipe and build every component (dry run)")
     p.add_argument("recipe")
@@ -255,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .registry import plugin_manager
 
-    plugin_manager().hook.drift_commands(subparsers=sub)  # drift correct, serve, bench, compare … (plugins)
+    pm = plugin_manager()
+    pm.hook.drift_run_arguments(parser=run_parser)  # drift run --live … (plugins)
+    pm.hook.drift_commands(subparsers=sub)  # drift correct, serve, bench, compare, view … (plugins)
     return parser
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .loop import RunContext
     from .steps import Step
     from .summary import RunSummary
@@ -270,6 +272,45 @@ def drift_commands(subparsers: argparse._SubParsersAction) -> None:
     """
 
 
+@hookspec
+def drift_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add options to ``drift run`` (read them back in :func:`drift_run_observers`).
+
+    :param parser: the ``drift run`` sub-parser.
+
+    Example::
+
+        from drift_framework import hookimpl
+
+        @hookimpl
+        def drift_run_arguments(parser):
+            parser.add_argument("--beep", action="store_true", help="beep at every gated step")
+    """
+
+
+@hookspec
+def drift_run_observers(args: argparse.Namespace) -> list[object]:
+    """Observers for one ``drift run``, from its parsed options (an empty list when the plugin's options are
+    not given).  Each observer implements the run-observer hooks below and is registered for that run only.
+
+    :param args: the parsed ``drift run`` options.
+
+    Example::
+
+        from drift_framework import hookimpl
+
+        class Beeper:
+            @hookimpl
+            def drift_step_completed(self, run, step):
+                if step.status.label == "low-confidence":
+                    print("\\a", end="")
+
+        @hookimpl
+        def drift_run_observers(args):
+            return [Beeper()] if args.beep else []
+    """
+
+
 # --------------------------------------------------------------------------- #
 # Run observers (called by the loop)
 # --------------------------------------------------------------------------- #
@@ -294,11 +335,13 @@ def drift_run_started(run: RunContext) -> None:
 
 
 @hookspec
-def drift_step_completed(run: RunContext, step: Step) -> None:
+def drift_step_completed(run: RunContext, step: Step, image: np.ndarray | None) -> None:
     """A step was recorded.
 
     :param run: the :class:`~drift_framework.loop.RunContext`.
     :param step: the :class:`~drift_framework.steps.Step` just written to the run file.
+    :param image: the frame's image (``None`` when the frame is not an image); an implementation that does not
+        name this argument does not receive it.  Do not modify it.
 
     Example::
 

@@ -23,10 +23,11 @@ from .engine import Engine
 from .interrupts import INTERRUPTED, StopOnSignals
 from .limits import Limits
 from .pipeline import Pipeline
+from .policy import Suspender
 from .recipe import Recipe, load_recipe
 from .registry import get_registry, plugin_versions, register_checked
 from .steps import Status, Step
-from .store import RunWriter, storable
+from .store import RunWriter, is_image, storable
 from .summary import WARMUP_FRAMES, RunSummary, RunTally
 from .types import SourceExhausted
 
@@ -36,17 +37,42 @@ __all__ = ["run", "Engine", "RunContext", "RunSummary", "Step", "Status", "WARMU
 
 
 class RunContext:
-    """The state of a run that observers can see; ``request_stop`` ends it after the current step."""
+    """The state of a run that observers can see, and the run's controls.
+
+    ``request_stop`` ends the run after the current step; ``pause`` holds corrections (frames are still acquired
+    and measured, nothing moves) until ``resume``.  They may be called from another thread (a live view's server).
+    """
 
     def __init__(self, recipe: Recipe, output: Path, source: Any, pipeline: Pipeline, controller: Any,
                  actuator: Any):
         self.recipe, self.output = recipe, output
         self.source, self.pipeline, self.controller, self.actuator = source, pipeline, controller, actuator
         self.stop_reason: str | None = None
+        self.suspender: Suspender | None = None  # the engine's, once it is built
+        self.pixel_size_nm: float | None = None  # the first frame's
 
     def request_stop(self, reason: str = "stop requested") -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
+
+    def pause(self, reason: str = "paused by the user") -> None:
+        """Hold corrections from the next step on (the engine's own pause: steps are recorded as held)."""
+        if self.suspender is not None:
+            self.suspender.hold(reason)
+
+    def resume(self) -> None:
+        """Lift :meth:`pause`."""
+        if self.suspender is not None:
+            self.suspender.release()
+
+    @property
+    def paused(self) -> str | None:
+        """Why corrections are held (by :meth:`pause`, or after bad estimates), or None."""
+        if self.suspender is None:
+            return None
+        if self.suspender.held_by is not None:
+            return self.suspender.held_by
+        return "after bad estimates" if self.suspender.paused else None
 
 
 def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers: Sequence[object] = (),
@@ -115,10 +141,16 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
                                   "versions": {"drift_framework": __version__, **plugin_versions()},
                                   "pipeline": parts.pipeline.describe(), "calibration": cal,
                                   "pixel_size_nm": float(first.pixel_size_nm), "warmup_frames": WARMUP_FRAMES,
-                                  "schedule": settings.schedule_text(tracking)})
+                                  "schedule": settings.schedule_text(tracking),
+                                  "controller": recipe.controller.plugin if recipe.controller else "none",
+                                  "actuator": recipe.actuator.plugin if recipe.actuator else "none",
+                                  "actuator_units": str(getattr(parts.actuator, "units", "")),
+                                  "gating": {"min_confidence": settings.min_confidence,
+                                             "max_sigma_px": settings.max_sigma_px}})
         engine = Engine(settings, parts.pipeline, parts.controller, parts.actuator,
                         Limits(**recipe.limits) if parts.actuator is not None else None, cal,
                         journal=writer.journal)
+        ctx.suspender, ctx.pixel_size_nm = engine.suspender, float(first.pixel_size_nm)
         _notify(pm, "drift_run_started", run=ctx)
         frame = first
         with StopOnSignals(ctx.request_stop):
@@ -129,15 +161,17 @@ def run(recipe: Any, *, output: Any = None, frames: int | None = None, observers
                     except SourceExhausted:
                         ctx.request_stop("completed (the source has no more frames)")
                         break
-                frame_step = None
+                frame_step, frame_image = None, None
                 for step, image in engine.frame_steps(frame, parts.source, tracking):
-                    frame_step = frame_step or step  # the frame's own step comes first, then its sub-scans
+                    if frame_step is None:  # the frame's own step comes first, then its sub-scans
+                        frame_step, frame_image = step, image
                     writer.append(step.row(), storable(image) if frame_shape else None)
                     tally.add(step)
                 assert frame_step is not None
                 if progress is not None:
                     progress(frame_step)
-                _notify(pm, "drift_step_completed", run=ctx, step=frame_step)
+                _notify(pm, "drift_step_completed", run=ctx, step=frame_step,
+                        image=frame_image if is_image(frame_image) else None)
                 if engine.failure is not None:
                     ctx.request_stop(f"error: calibration check failed at frame {frame.index}: {engine.failure}; "
                                      f"the calibration ({calibration_origin(recipe)}) is wrong — run drift calibrate")

@@ -105,6 +105,15 @@ def _with_saturation(shift: Shift, reference: np.ndarray, moving: np.ndarray) ->
                                meta={**shift.meta, "saturated": fraction})
 
 
+def chain_text(described: dict | str) -> str:
+    """A pipeline's components in order (``none → ncc → gauss-newton``), from :meth:`Pipeline.describe` or the JSON
+    of it a run file stores."""
+    import json
+
+    specs = json.loads(described) if isinstance(described, str) else described
+    return " → ".join(str(spec.get("plugin", "?")) for spec in specs.values() if isinstance(spec, dict)) or "?"
+
+
 class Pipeline:
     """A shift-measuring pipeline: ``estimate(reference, moving) -> Shift``.
 

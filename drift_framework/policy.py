@@ -62,6 +62,18 @@ class Suspender:
         self.bad_in_row = 0
         self.good_in_row = 0
         self.paused = False
+        self.held_by: str | None = None  # a person's pause (live view, notebook): only release() lifts it
+
+    def hold(self, reason: str) -> None:
+        """Hold corrections until :meth:`release`, whatever the estimates (frames are still measured)."""
+        self.held_by = reason
+        log.warning("corrections held: %s", reason)
+
+    def release(self) -> None:
+        """Lift a :meth:`hold`; corrections go on with the next good estimate."""
+        if self.held_by is not None:
+            log.warning("corrections resumed (were held: %s)", self.held_by)
+        self.held_by = None
 
     def bad(self, why: str) -> str:
         """Count a bad estimate; returns the step's message (``paused: …`` when this one paused corrections)."""
@@ -77,6 +89,8 @@ class Suspender:
     def good(self) -> tuple[bool, str]:
         """Count a good estimate; returns (may corrections be sent, the step's message)."""
         self.bad_in_row = 0
+        if self.held_by is not None:
+            return False, f"held: {self.held_by}"
         if not self.paused:
             return True, ""
         self.good_in_row += 1

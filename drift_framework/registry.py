@@ -34,6 +34,7 @@ BUILTIN_PLUGINS = (
     "drift_hyperspy",
     "drift_pyro5",
     "drift_bench",
+    "drift_live",
 )
 
 ENTRY_POINT_GROUP = "drift_framework"

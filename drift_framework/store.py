@@ -240,8 +240,11 @@ class RunData:
         return len(self.steps["index"])
 
 
-def read_run(path: str | os.PathLike, *, frames: bool = False) -> RunData:
+def read_run(path: str | os.PathLike, *, frames: bool | slice = False) -> RunData:
     """Read a run file, finished, still being written, or left by a killed run.
+
+    ``frames``: True reads every stored frame, a slice of steps reads those (``slice(n, None)``: the frames after
+    the first ``n``, as a viewer following a run does); ``RunData.frames`` is None when no frame is stored.
 
     Raises
     ------
@@ -266,9 +269,10 @@ def read_run(path: str | os.PathLike, *, frames: bool = False) -> RunData:
         steps = {k: v[:n] for k, v in steps.items()}
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         data = None
-        if frames and "frames" in f:
+        if frames is not False and "frames" in f:
             f["frames"].refresh()
-            data = f["frames"][:n]
+            rows = range(n)[frames if isinstance(frames, slice) else slice(None)]
+            data = f["frames"][rows.start:rows.stop:rows.step] if rows.step > 0 else f["frames"][:n][frames]
         journal = None
         if "journal" in f:  # files written before the journal existed have none
             for ds in f["journal"].values():

@@ -102,3 +102,18 @@ def test_observer_examples_run_on_a_real_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"recording to {tmp_path / 'o.h5'}" in out and "4 steps; stopped because: completed" in out
     assert summary.steps == 4
+
+
+def test_run_option_examples_add_an_option_and_an_observer_that_runs(tmp_path):
+    import argparse
+
+    import drift_framework as df
+
+    parser = argparse.ArgumentParser()
+    _example_plugin("drift_run_arguments").drift_run_arguments(parser=parser)
+    make = _example_plugin("drift_run_observers").drift_run_observers
+    assert make(args=parser.parse_args([])) == []
+    (beeper,) = make(args=parser.parse_args(["--beep"]))
+    recipe = (f"name: beeped\nsource: {{plugin: simulator, shape: [64, 64]}}\npipeline: classical\n"
+              f"run: {{frames: 3, output: {tmp_path / 'b.h5'}}}\n")
+    assert df.run(recipe, observers=[beeper]).steps == 3

@@ -1,4 +1,5 @@
 import csv
+import re
 import warnings
 
 import hyperspy.api as hs  # noqa: E402
@@ -64,6 +65,8 @@ def test_round_trip_through_files_and_the_cli(tmp_path, ext):
     assert loaded.data.shape == (6, 96, 96)
     out = drift_cli("correct", str(path), "-o", str(tmp_path / "aligned.hspy"), "--reference", "all-pairs")
     assert out.returncode == 0, out.stderr
+    # a progress bar per stage (all-pairs on 6 frames: 15 pairs), finished, on stderr
+    assert re.search(r"measuring .* 15/15", out.stderr) and re.search(r"aligning .* 6/6", out.stderr), out.stderr
     back = hs.load(str(tmp_path / "aligned.hspy"))
     assert back.metadata.drift_framework.pipeline == "classical"
     with open(tmp_path / "aligned.csv") as fh:

@@ -33,9 +33,37 @@ run: {{frames: 25, output: {tmp_path / 'rep.h5'}}}
     assert out.returncode == 0, out.stderr
     assert _panels(tmp_path / "report" / "rep-trajectories.png") == [
         "dy trajectories", "dx trajectories", "residual magnitude and skipped steps"]
-    assert _panels(tmp_path / "report" / "rep-commands.png") == ["commands", "sigma", "confidence"]
+    assert _panels(tmp_path / "report" / "rep-commands.png") == ["commands", "sigma with its gate",
+                                                                 "confidence with its gate"]
     md = (tmp_path / "report" / "rep-report.md").read_text()
     assert "steps: 25" in md and "residual drift RMS" in md and "(finished)" in md
+    assert "closed loop: pipeline none → ncc → gauss-newton, controller kalman, actuator simulated-stage" in md
+    assert "gates: confidence ≥ 0.5, sigma ≤ 1 px" in md and "pixel size: 0.03 nm" in md and " nm (uncorrected" in md
+    assert not (tmp_path / "report" / "rep-frames.png").exists() and "frames.png" not in md  # frames not saved
+
+
+def test_report_shows_frames_and_titles_open_loop_runs_as_measurements(tmp_path):
+    """With save_frames: first, last and aligned-average images; without an actuator: a measurement, not a
+    correction (no correction line, 'open loop' in the title and the markdown)."""
+    recipe = tmp_path / "open.yaml"
+    recipe.write_text(f"""\
+name: open
+source: {{plugin: simulator, shape: [96, 96], spacing_px: 10, noise: {{kind: gaussian, snr: 2.0}},
+         drift: [{{kind: linear, velocity_px_per_frame: [0.4, -0.3]}}], seed: 3}}
+pipeline: classical
+run: {{frames: 12, output: {tmp_path / 'open.h5'}, save_frames: true}}
+""")
+    df.run(recipe)
+    from drift_framework.report import STYLES, report
+
+    files = report(tmp_path / "open.h5", tmp_path / "report")
+    assert _panels(files["frames"]) == ["first frame", "last frame", "aligned average"]
+    md = files["markdown"].read_text()
+    assert "open loop (measured only" in md and "![frames](open-frames.png)" in md
+    assert Image.open(files["trajectories"]).text["Title"] == (
+        "open: measured drift (open loop: nothing was corrected) — finished")
+    styles = [json.dumps(v, sort_keys=True) for v in STYLES.values()]
+    assert len(set(styles)) == len(styles)  # no two series drawn alike
 
 
 def test_report_of_a_run_still_being_written(tmp_path):

@@ -30,6 +30,9 @@ def correct_signal(signal, pipeline="classical", *, reference: str = "first", ma
         Value for pixels no frame covers (``expand``/``fill``).
     scheduler : str, optional
         ``threads``, ``processes``, ``synchronous`` or ``tcp://host:port`` to measure on dask.
+    progress : callable, optional
+        ``progress(stage, done, total)`` after every pair measured (``"measuring"``) and every frame resampled
+        (``"aligning"``, in memory; a lazy output is resampled when it is computed).
     notes : list of str, optional
         Receives what was inferred about the input (e.g. the region measured on NaN-padded frames).
 
@@ -59,7 +62,7 @@ def correct_signal(signal, pipeline="classical", *, reference: str = "first", ma
                      f"{region[1].start}–{region[1].stop - 1} (covered by every frame)")
     frames = _frame_getter(signal, region)
     result = estimate_shifts(frames, n, pipeline, reference=reference, max_gap=max_gap, scheduler=scheduler,
-                             progress=progress)
+                             progress=(lambda done, total: progress("measuring", done, total)) if progress else None)
     shape = signal.axes_manager.signal_shape[::-1]
     origin, out_shape = output_grid(shape, result.shifts, mode)
     if getattr(signal, "_lazy", False):
@@ -76,8 +79,12 @@ def correct_signal(signal, pipeline="classical", *, reference: str = "first", ma
                                      dtype=np.float32)
         aligned = hs.signals.Signal2D(stack).as_lazy()
     else:
-        aligned = hs.signals.Signal2D(np.stack([_align(frame_data(signal, i), result.shifts[i], origin, out_shape,
-                                                       order, fill) for i in range(n)]))
+        out = []
+        for i in range(n):
+            out.append(_align(frame_data(signal, i), result.shifts[i], origin, out_shape, order, fill))
+            if progress is not None:
+                progress("aligning", i + 1, n)
+        aligned = hs.signals.Signal2D(np.stack(out))
     _copy_calibration(signal, aligned, origin)
     aligned.metadata.add_dictionary(copy.deepcopy(signal.metadata.as_dictionary()))
     aligned.metadata.set_item("drift_framework", _record(result, mode, order, pixel_size_nm(signal)))

@@ -1,10 +1,12 @@
 """``drift correct INPUT -o OUTPUT``: offline correction of a recorded series."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +39,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--pixel-size", type=float, metavar="NM",
                    help="pixel size in nm when the file has none (a plain TIFF): fills the CSV's nm columns and "
                         "the output's axes")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-frame table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-frame table")
     p.set_defaults(func=run)
 
 
@@ -72,6 +74,24 @@ def _frames(indices: list[int]) -> str:
     return shown + (f" … (+{len(indices) - 20})" if len(indices) > 20 else "")
 
 
+@contextlib.contextmanager
+def _progress_bar(disable: bool):
+    """A progress bar on stderr per stage of the correction (measuring pairs, aligning frames)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), disable=disable) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        yield progress
+
+
 def run(args) -> int:
     from drift_framework.pipeline import saturation
 
@@ -92,8 +112,10 @@ def run(args) -> int:
     elif not math.isfinite(pixel_size_nm(signal)):
         print(f"warning: {args.input} has no pixel size: the CSV's nm columns are NaN; pass --pixel-size NM",
               file=sys.stderr)
-    aligned, shifts = correct_signal(signal, args.pipeline, reference=args.reference, max_gap=args.max_gap,
-                                     order=args.order, mode=args.mode, scheduler=args.scheduler, notes=notes)
+    with _progress_bar(disable=args.quiet) as progress:
+        aligned, shifts = correct_signal(signal, args.pipeline, reference=args.reference, max_gap=args.max_gap,
+                                         order=args.order, mode=args.mode, scheduler=args.scheduler, notes=notes,
+                                         progress=progress)
     for note in notes:
         print(f"note: {note}")
     record = aligned.metadata.drift_framework

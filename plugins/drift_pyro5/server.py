@@ -7,15 +7,15 @@ the stage twice).
 from __future__ import annotations
 
 import collections
-import ipaddress
 import json
 import logging
 import os
-import socket
 import threading
 import uuid
 
 import numpy as np
+
+from drift_framework.net import is_loopback
 
 from .transport import SERIALIZER
 
@@ -26,13 +26,6 @@ DEFAULT_HOST, DEFAULT_PORT, OBJECT_ID = "127.0.0.1", 9091, "drift.microscope"
 
 class ServeError(ValueError):
     """The server cannot start as asked."""
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
 
 
 class Journal:

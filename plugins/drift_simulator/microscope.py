@@ -3,6 +3,7 @@ actuators that move the field of view, all sharing one state."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from scipy import ndimage
@@ -56,6 +57,7 @@ class VirtualMicroscope:
         self.drift0 = np.zeros(2)
         self.index = 0
         self.time_s = 0.0
+        self._wall0: float | None = None  # with realtime: the wall-clock time of the source clock's zero
 
     # -- specimen ----------------------------------------------------------
     def _specimen_size(self) -> tuple[int, int]:
@@ -119,8 +121,18 @@ class VirtualMicroscope:
                       meta={"true_offset_px": offset, "true_drift_px": drift, "fov_px": fov,
                             "vibration_mean_px": vibration, "source": "simulator", **info})
         self.index += 1
+        self._pace(t_end)
         self.time_s = t_end
         return frame
+
+    def _pace(self, t_end: float) -> None:
+        """With ``realtime``: return when the wall clock reaches the end of the scan that just ended."""
+        if not self.p["realtime"]:
+            return
+        now = time.monotonic()
+        if self._wall0 is None:
+            self._wall0 = now - self.time_s
+        time.sleep(max(0.0, self._wall0 + t_end - now))
 
     def acquire_region(self, top_left, shape) -> Frame:
         """Scan a small region of the field of view now (a drift-tracking sub-scan between frames).
@@ -139,6 +151,7 @@ class VirtualMicroscope:
         offset = drift - fov
         clean, vibration = self.scan(self.origin0 - offset - self.drift0 + np.array([y0, x0]), (h, w), self.time_s)
         noisy, info = add_noise(clean, self.p["noise"], self.rng)
+        self._pace(t_end)
         self.time_s = t_end
         return Frame(data=np.asarray(noisy, np.float32), index=self.index, time_s=t_end,
                      pixel_size_nm=self.pixel_size_nm,
