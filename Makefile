@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "install: $(VENV) (pip log: $(LOG))"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --upgrade pip > $(LOG) 2>&1 || (cat $(LOG); exit 1)
-	@$(BIN)/python -m pip install -c constraints.txt -e ".[test,docs,lint]" >> $(LOG) 2>&1 || (tail -50 $(LOG); exit 1)
+	@$(BIN)/python -m pip install -c constraints.txt -e ".[test,docs,lint,nion]" >> $(LOG) 2>&1 || (tail -50 $(LOG); exit 1)
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -36,7 +36,7 @@ def main() -> int:
     recipe = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
     recipe["source"]["realtime"] = True
     recipe["source"]["dwell_us"] = 3.0  # 256² at 3 µs: ~0.2 s a frame, a run worth watching
-    recipe["run"].update(frames=args.frames, save_frames=True, output=str(work / "quickstart.h5"))
+    recipe["run"].update(frames=args.frames, save_frames=True, output="runs/quickstart.h5")
     (work / "quickstart.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     drift = Path(sys.executable).with_name("drift")
     options = Options()
@@ -44,7 +44,7 @@ def main() -> int:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(arg)
     browser = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
-    proc = subprocess.Popen([str(drift), "run", str(work / "quickstart.yaml"), "--live", "0", "-q"],
+    proc = subprocess.Popen([str(drift), "run", "quickstart.yaml", "--live", "0", "-q"], cwd=work,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = re.search(r"http://\S+/", proc.stderr.readline()).group(0)  # type: ignore[union-attr]
@@ -57,9 +57,7 @@ def main() -> int:
     finally:
         browser.quit()
         proc.kill()
-    subprocess.run([str(drift), "report", str(work / "quickstart.h5"), "-o", str(out)], check=True)
-    md = out / "quickstart-report.md"
-    md.write_text(md.read_text().replace(str(work / "quickstart.h5"), "runs/quickstart.h5"))
+    subprocess.run([str(drift), "report", "runs/quickstart.h5", "-o", str(out.resolve())], check=True, cwd=work)
     shutil.rmtree(work)
     print(f"written: {out}")
     return 0

@@ -21,10 +21,10 @@ from .registry import RegistryError, get_registry  # noqa: E402
 from .steps import Status, Step  # noqa: E402
 from .store import read_run  # noqa: E402
 from .summary import RunSummary  # noqa: E402
-from .types import REQUIRED, BuildContext, Component, CorrelationMap, Frame, FrameError, Param, Preset, Shift, Trainer  # noqa: E402
+from .types import REQUIRED, Benchmark, BuildContext, Component, CorrelationMap, Frame, FrameError, Param, Preset, Shift, Trainer  # noqa: E402
 
 __all__ = [
     "__version__", "hookimpl", "Frame", "Shift", "CorrelationMap", "Component", "Param", "Preset", "REQUIRED",
-    "BuildContext", "Trainer", "FrameError", "Recipe", "RecipeError", "load_recipe", "RegistryError", "get_registry",
+    "BuildContext", "Trainer", "Benchmark", "FrameError", "Recipe", "RecipeError", "load_recipe", "RegistryError", "get_registry",
     "Pipeline", "load_pipeline", "run", "RunSummary", "Status", "Step", "read_run",
 ]

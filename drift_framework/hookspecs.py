@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .loop import RunContext
     from .steps import Step
     from .summary import RunSummary
-    from .types import Component, Preset, Trainer
+    from .types import Benchmark, Component, Preset, Trainer
 
 PROJECT = "drift_framework"
 
@@ -251,6 +251,30 @@ def drift_trainers() -> list[Trainer]:
         def drift_trainers():
             return [Trainer("my-model", train_my_model,
                             {"batches": Param("int", 1000, gt=0)}, "Train my model on simulated pairs")]
+    """
+
+
+@hookspec
+def drift_benchmarks() -> list[Benchmark]:
+    """Register benchmarks that ``drift bench NAME`` runs (``drift bench nion`` comes from the Nion plug-in so).
+
+    :return: a list of :class:`~drift_framework.types.Benchmark`; ``add_arguments(parser)`` adds its options,
+        ``run(args)`` runs it and returns an exit status.  Import heavy libraries inside ``run``.
+
+    Example::
+
+        from drift_framework import Benchmark, hookimpl
+
+        def add_arguments(parser):
+            parser.add_argument("--pairs", type=int, default=10)
+
+        def run(args):
+            print(f"{args.pairs} pairs: all fine")
+            return 0
+
+        @hookimpl
+        def drift_benchmarks():
+            return [Benchmark("my-bench", add_arguments, run, "My instrument's benchmark")]
     """
 
 

@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "drift_pyro5",
     "drift_bench",
     "drift_live",
+    "drift_nion",
 )
 
 ENTRY_POINT_GROUP = "drift_framework"

@@ -31,6 +31,7 @@ __all__ = [
     "Component",
     "Preset",
     "Trainer",
+    "Benchmark",
     "BuildContext",
     "FrameError",
     "ParamError",
@@ -262,6 +263,28 @@ class BuildContext:
     recipe_dir: str = "."
     device: str | None = None
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark ``drift bench NAME`` runs, registered by a plugin's ``drift_benchmarks`` hook.
+
+    Parameters
+    ----------
+    name : str
+        The sub-command (``drift bench NAME``).
+    add_arguments : callable
+        ``add_arguments(parser)`` adds its options.
+    run : callable
+        ``run(args) -> int``: runs it (writes its table, returns the exit status).
+    description : str
+        One line for ``drift bench --help``.
+    """
+
+    name: str
+    add_arguments: Callable[[Any], None]
+    run: Callable[[Any], int]
+    description: str = ""
 
 
 @dataclass(frozen=True)

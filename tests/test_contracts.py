@@ -51,18 +51,29 @@ def hardware(tmp_path_factory):
     server.stop()
 
 
-def _build(kind, name, hardware):
+def _build(kind, name, hardware, owned):
     params = {"path": hardware["stack"]} if name == "hyperspy" else {}
     if name == "pyro5":
         params = {"uri": hardware["uri"], "timeout_s": 5}
-    context = BuildContext(source=hardware["simulator"]) if kind == "actuator" else BuildContext()
+    if name == "nion-scan":
+        params = {"size": [64, 64], "fov_nm": 16}
+    source = hardware["simulator"]
+    if kind == "actuator" and name.startswith("nion-"):  # Nion's actuators move the instrument of a nion-scan
+        source = build_component(_spec("source", "nion-scan", size=[64, 64], fov_nm=16))
+        owned.append(source)
+    context = BuildContext(source=source) if kind == "actuator" else BuildContext()
     return build_component(_spec(kind, name, **params), context)
 
 
 @pytest.mark.parametrize("kind, name", BUILTINS, ids=[f"{k}:{n}" for k, n in BUILTINS])
 def test_builtin_component_keeps_its_contract(kind, name, hardware):
-    component = _build(kind, name, hardware)
-    check_component(kind, component, **(_estimator_parts(name) if kind == "estimator" else {}))
+    owned: list = []
+    try:
+        component = _build(kind, name, hardware, owned)
+        check_component(kind, component, **(_estimator_parts(name) if kind == "estimator" else {}))
+    finally:
+        for part in owned:
+            part.close()
 
 
 def test_every_kind_has_built_ins_under_contract():

@@ -90,6 +90,11 @@ def test_preset_trainer_and_command_examples_run(capsys):
     _example_plugin("drift_commands").drift_commands(subparsers=parser.add_subparsers())
     args = parser.parse_args(["hello"])
     assert args.func(args) == 0 and capsys.readouterr().out == "hello\n"
+    (bench,) = _example_plugin("drift_benchmarks").drift_benchmarks()
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.name == "my-bench" and bench.run(parser.parse_args(["--pairs", "3"])) == 0
+    assert capsys.readouterr().out == "3 pairs: all fine\n"
 
 
 def test_observer_examples_run_on_a_real_run(tmp_path, capsys):

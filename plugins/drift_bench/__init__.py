@@ -24,16 +24,28 @@ def drift_commands(subparsers: argparse._SubParsersAction) -> None:
     compare.add_parser(subparsers)
 
 
+def _plugin_benchmarks() -> dict:
+    """Benchmarks other plugins register (``drift_benchmarks`` hook), by name."""
+    from drift_framework.registry import plugin_manager
+
+    return {b.name: b for found in plugin_manager().hook.drift_benchmarks() for b in found or ()}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks: accuracy vs the Cramér–Rao bound, speed vs scikit-image, simulator")
     p.set_defaults(func=main)
     kinds = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     for name, module in COMMANDS.items():
         module.add_arguments(kinds.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0]))
+    for name, bench in _plugin_benchmarks().items():
+        if name not in COMMANDS:
+            bench.add_arguments(kinds.add_parser(name, help=bench.description))
 
 
 def main(args: argparse.Namespace) -> int:
-    return COMMANDS[args.bench].run(args)
+    if args.bench in COMMANDS:
+        return COMMANDS[args.bench].run(args)
+    return _plugin_benchmarks()[args.bench].run(args)
 
 
 __all__ = ["add_parser", "main", "write_table"]

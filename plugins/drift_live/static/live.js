@@ -8,7 +8,7 @@ window.driftLive = live;
 
 // distinct styles: the drift the specimen made, what the actuator did about it, what was left
 const STYLE = {
-  drift: { name: "uncorrected drift (measured)", line: { color: "#7f7f7f", dash: "dash", width: 3 } },
+  drift: { name: "uncorrected drift (measured)", line: { color: "rgba(127,127,127,0.4)", width: 9 } },  // a band the correction runs inside
   correction: { name: "correction (field of view moved)", line: { color: "#1f77b4", width: 2 } },
   residual: { name: "residual (measured)", mode: "markers", marker: { color: "#d62728", size: 4 } },
   trueDrift: { name: "uncorrected drift (truth)", line: { color: "#000000", dash: "dot", width: 1 } },
