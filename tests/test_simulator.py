@@ -255,3 +255,28 @@ def test_large_fields_of_view_render_in_bands_with_bounded_memory():
         Specimen.RENDER_BUDGET = whole
     for a, b in ((banded, full), (by, fy), (bx, fx)):
         np.testing.assert_allclose(a, b, atol=1e-4 * float(np.abs(b).max()))
+
+
+def test_pixel_scan_time_renders_every_pixel_at_its_own_time_with_a_truth_field():
+    """scan_time: pixel — drift during the scan: each pixel's content offset is the drift at its acquisition time
+    (row after row, dwell per pixel), the frame is sheared accordingly, and the truth per pixel comes with it."""
+    common = dict(shape=[96, 96], spacing_px=[16], rotation_deg=[10.0], noise={"kind": "gaussian", "snr": 1e4},
+                  drift=[{"kind": "linear", "velocity_px_per_frame": [4.0, -3.0]}], seed=3)
+    scanned = simulator_source(scan_time="pixel", **common)
+    first, second = scanned.acquire(), scanned.acquire()
+    field = second.meta["true_field_px"]
+    assert field.shape == (96, 96, 2) and "true_field_px" not in simulator_source(**common).acquire().meta
+    line = second.meta["scan"]["line_time_s"]
+    assert second.meta["scan"]["pixel_time_s"] * 96 == pytest.approx(line)
+    # the run's reference time is its first pixel: frame 1 starts one frame of drift later, ends two frames later
+    np.testing.assert_allclose(field[0, 0], [4.0, -3.0], atol=0.05)
+    np.testing.assert_allclose(field[-1, -1], [8.0, -6.0], atol=0.05)
+    np.testing.assert_allclose(second.meta["true_offset_px"], field.mean(axis=(0, 1)), atol=1e-6)
+    np.testing.assert_allclose(first.meta["true_field_px"][0, 0], [0.0, 0.0], atol=0.05)
+    # row r of the scanned frame is row r of an instant render at that row's offset
+    for r in (5, 48, 90):
+        instant = scanned.clean(scanned.specimen, scanned.origin0 - field[r].mean(axis=0) - scanned.drift0, (96, 96))
+        assert np.abs(instant[r] - second.data[r]).max() < 0.02 * np.abs(instant[r]).max()
+    # a rigid estimate between two scanned frames is the difference of their mean offsets
+    shift = df.load_pipeline("classical").estimate(first.data, second.data)
+    np.testing.assert_allclose(shift.vector, second.meta["true_offset_px"] - first.meta["true_offset_px"], atol=0.2)

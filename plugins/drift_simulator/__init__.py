@@ -76,6 +76,9 @@ SOURCE_PARAMS = {
     "flyback_us": Param("float", 0.0, "Line fly-back time, µs", ge=0),
     "pixel_size_nm": Param("float", 0.03, "Pixel size, nm", gt=0),
     "seed": Param("int", None, "Random seed (default: run.seed)", nullable=True),
+    "scan_time": Param("str", "frame", "frame: each frame is rendered at its mid-time (a rigid snapshot); pixel: every "
+                                       "pixel at its own acquisition time, so drift shears and stretches the frame "
+                                       "(truth per pixel in Frame.meta['true_field_px'])", choices=("frame", "pixel")),
     "realtime": Param("bool", False, "Take each scan's time (dwell, fly-back) in wall-clock time, as a microscope "
                                      "does: for demos and the live view"),
 }

@@ -104,13 +104,22 @@ class VirtualMicroscope:
         for act in self.actuators:
             act.on_frame(self.index)
         t_mid = t_end - self.frame_time_s / 2
-        drift = self.drift(t_mid)
-        if self.index == 0:
-            self.drift0 = drift.copy()  # ground truth is reported from the first frame on
-        drift = drift - self.drift0
-        fov = self.fov_px(t_mid)
-        offset = drift - fov
-        clean, vibration = self.scan(self.origin0 - offset - self.drift0, self.shape, self.time_s)
+        field = None
+        if self.p["scan_time"] == "pixel":
+            if self.index == 0:
+                self.drift0 = self.drift(self.time_s)  # the reference time: the run's first pixel
+            field, drift_field = self._content_field(self.time_s, self.shape)
+            offset, drift = field.mean(axis=(0, 1)), drift_field.mean(axis=(0, 1))
+            fov = self.fov_px(t_mid)
+        else:
+            drift = self.drift(t_mid)
+            if self.index == 0:
+                self.drift0 = drift.copy()  # ground truth is reported from the first frame on
+            drift = drift - self.drift0
+            fov = self.fov_px(t_mid)
+            offset = drift - fov
+        clean, vibration = self.scan(self.origin0 - offset - self.drift0, self.shape, self.time_s,
+                                     displacement=None if field is None else field - offset)
         if self.p["scan_jitter_px"] > 0:
             clean = self._jitter_rows(clean)
         if self.p["background"]["amplitude"]:
@@ -120,6 +129,10 @@ class VirtualMicroscope:
                       pixel_size_nm=self.pixel_size_nm,
                       meta={"true_offset_px": offset, "true_drift_px": drift, "fov_px": fov,
                             "vibration_mean_px": vibration, "source": "simulator", **info})
+        if field is not None:
+            frame.meta["true_field_px"] = field.astype(np.float32)
+            frame.meta["scan"] = {"t_start_s": self.time_s, "pixel_time_s": self.p["dwell_us"] * 1e-6,
+                                  "line_time_s": self._line_time_s()}
         self.index += 1
         self._pace(t_end)
         self.time_s = t_end
@@ -158,25 +171,50 @@ class VirtualMicroscope:
                      meta={"true_offset_px": offset, "true_drift_px": drift, "fov_px": fov, "source": "simulator",
                            "vibration_mean_px": vibration, "region": (y0, x0, h, w), **info})
 
-    def scan(self, origin, shape, t_start: float) -> tuple[np.ndarray, np.ndarray]:
+    def _line_time_s(self) -> float:
+        return self.shape[1] * self.p["dwell_us"] * 1e-6 + self.p["flyback_us"] * 1e-6
+
+    def _content_field(self, t_start: float, shape) -> tuple[np.ndarray, np.ndarray]:
+        """The content offset (dy, dx) of every pixel at its acquisition time, from the run's reference time, and
+        its specimen-drift part: two (h, w, 2) arrays.  Drift and field of view are evaluated at every line start
+        (in time order: random walks and jumps are drawn as time goes) and are linear along a line."""
+        h, w = shape
+        dwell, line = self.p["dwell_us"] * 1e-6, self._line_time_s()
+        starts = t_start + np.arange(h + 1) * line
+        drift = np.array([self.drift(t) for t in starts]) - self.drift0
+        content = drift - np.array([self.fov_px(t) for t in starts])
+        along = ((np.arange(w) + 0.5) * dwell / line)[None, :, None]
+
+        def per_pixel(rows: np.ndarray) -> np.ndarray:
+            return rows[:-1, None, :] + along * (rows[1:] - rows[:-1])[:, None, :]
+
+        return per_pixel(content), per_pixel(drift)
+
+    def scan(self, origin, shape, t_start: float, displacement: np.ndarray | None = None) -> tuple[np.ndarray,
+                                                                                                 np.ndarray]:
         """Noiseless scan of ``shape`` pixels from specimen point ``origin``, started at ``t_start``.
 
         A vibration moves the content by ``u(t) = a·sin(2πft + φ)`` while the probe scans, pixel by pixel (row
-        after row, ``dwell_us`` per pixel, ``flyback_us`` per line): the frame is rendered with a margin and
-        resampled (cubic spline) where each pixel saw the specimen.  Also returns the mean of ``u`` over the
+        after row, ``dwell_us`` per pixel, ``flyback_us`` per line), and ``displacement`` (h, w, 2), when given,
+        moves each pixel's content by its own amount (drift during the scan): the frame is rendered with a margin
+        and resampled (cubic spline) where each pixel saw the specimen.  Also returns the mean of ``u`` over the
         pixels, the rigid part of the vibration in this scan (px).
         """
         amplitude = np.asarray(self.p["vibration"]["amplitude_px"], float)
-        if not amplitude.any():
+        if not amplitude.any() and displacement is None:
             return self.clean(self.specimen, origin, shape), np.zeros(2)
         h, w = shape
-        margin = int(np.ceil(np.abs(amplitude).max())) + 3
-        big = self.clean(self.specimen, np.asarray(origin, float) - margin, (h + 2 * margin, w + 2 * margin))
         dwell, flyback = self.p["dwell_us"] * 1e-6, self.p["flyback_us"] * 1e-6
         t = t_start + np.arange(h)[:, None] * (w * dwell + flyback) + (np.arange(w)[None, :] + 0.5) * dwell
         wave = np.sin(2 * np.pi * self.p["vibration"]["frequency_hz"] * t + self.vibration_phase)
-        rows = np.arange(h)[:, None] + margin - amplitude[0] * wave  # content moved by +u: pixel sees point − u
-        cols = np.arange(w)[None, :] + margin - amplitude[1] * wave
+        u = amplitude[None, None, :] * wave[..., None]
+        if displacement is not None:
+            u = u + displacement
+        reach = max(np.abs(amplitude).max(), np.abs(displacement).max() if displacement is not None else 0.0)
+        margin = int(np.ceil(reach)) + 3
+        big = self.clean(self.specimen, np.asarray(origin, float) - margin, (h + 2 * margin, w + 2 * margin))
+        rows = np.arange(h)[:, None] + margin - u[..., 0]  # content moved by +u: pixel sees point − u
+        cols = np.arange(w)[None, :] + margin - u[..., 1]
         image = ndimage.map_coordinates(big, [rows, cols], order=3, mode="nearest").astype(np.float32)
         return image, amplitude * float(wave.mean())
 
