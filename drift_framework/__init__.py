@@ -17,6 +17,7 @@ from .hookspecs import hookimpl  # noqa: E402
 from .loop import run  # noqa: E402
 from .pipeline import Pipeline  # noqa: E402
 from .recipe import Recipe, RecipeError, load_recipe  # noqa: E402
+from .registration import SeriesRegistration, register_series  # noqa: E402
 from .registry import RegistryError, get_registry  # noqa: E402
 from .steps import Status, Step  # noqa: E402
 from .store import read_run  # noqa: E402
@@ -26,5 +27,6 @@ from .types import REQUIRED, Benchmark, BuildContext, Component, CorrelationMap,
 __all__ = [
     "__version__", "hookimpl", "Frame", "Shift", "CorrelationMap", "Component", "Param", "Preset", "REQUIRED",
     "BuildContext", "Trainer", "Benchmark", "FrameError", "Recipe", "RecipeError", "load_recipe", "RegistryError", "get_registry",
-    "Pipeline", "load_pipeline", "run", "RunSummary", "Status", "Step", "read_run",
+    "Pipeline", "load_pipeline", "run", "RunSummary", "Status", "Step", "read_run", "register_series",
+    "SeriesRegistration",
 ]
