@@ -37,6 +37,17 @@ def test_bench_speed_and_sim(tmp_path):
     assert all(float(r["frames_per_s"]) > 0 for r in _rows(tmp_path / "sim.csv"))
 
 
+def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_path):
+    out = drift_cli("bench", "scan", "--rates", "3", "--jitter", "0", "--doses", "200", "--contrasts", "bright",
+                    "dark", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = _rows(tmp_path / "scan.csv")
+    assert [r["contrast"] for r in rows] == ["bright", "dark"]
+    for r in rows:  # 3 px of drift per frame: the scan model removes most of the in-frame shear
+        assert float(r["scan_field_rmse_px"]) < 0.2 < 0.5 < float(r["rigid_field_rmse_px"])
+    assert "drift bench scan" in (tmp_path / "scan.md").read_text()
+
+
 def test_bench_confidence_writes_the_table_and_reliability_diagrams(tmp_path):
     out = drift_cli("bench", "confidence", "--pairs", "6", "--size", "64", "--pipelines", "classical",
                     "--out", str(tmp_path))
