@@ -32,7 +32,7 @@ browser:   # Debian's chromium + chromium-driver for the live view's browser tes
 
 test: $(STAMP) browser
 	@echo "test: pytest"
-	@$(BIN)/python -m pytest -q -p no:cacheprovider
+	@$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 lint: $(STAMP)   # style and errors (ruff), types (mypy: core and plugins), import contracts (import-linter)
 	@echo "lint: ruff, mypy, import contracts"

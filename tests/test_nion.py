@@ -144,7 +144,7 @@ def test_nion_failure_modes_give_one_clear_message(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_nion_bench_compares_with_nions_drift_tracker_on_identical_drift(tmp_path):
-    res = drift_cli("bench", "nion", "--methods", "none,nion-drifttracker,classical", "--frames", "22",
+    res = drift_cli("bench", "nion", "--methods", "none,nion-drifttracker,classical", "--frames", "18",
                     "--out", str(tmp_path), timeout=600)
     assert res.returncode == 0, res.stderr
     table = (tmp_path / "nion.md").read_text()
