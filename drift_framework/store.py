@@ -67,9 +67,12 @@ class RunWriter:
         if self.path.exists() and not overwrite:
             raise StoreError(f"{self.path} exists and is kept; choose another output (-o), or replace it with "
                              "run.overwrite: true (drift run --overwrite)")
+        # built under a temporary name and renamed once in SWMR mode: a reader (drift view, drift report) that
+        # opened the file before the switch would make the switch fail and the run with it
+        creating = self.path.with_name(self.path.name + ".creating")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = h5py.File(self.path, "w", libver="latest")
+            self._f = h5py.File(creating, "w", libver="latest")
         except OSError as exc:
             raise StoreError(f"cannot create the run file {self.path}: {exc}") from None
         f = self._f
@@ -95,6 +98,7 @@ class RunWriter:
                                             dtype="f4", chunks=(1, *frame_shape), compression="gzip",
                                             compression_opts=1, shuffle=True, fillvalue=np.nan)
         f.swmr_mode = True
+        os.replace(creating, self.path)
         self.n = 0
         self._broken = ""
 

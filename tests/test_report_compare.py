@@ -70,6 +70,8 @@ def test_report_of_a_run_still_being_written(tmp_path):
     from drift_framework.store import RunWriter
 
     writer = RunWriter(tmp_path / "live.h5", attrs={"name": "live"})
+    # the file appears only once it is in SWMR mode (built as live.h5.creating): a reader at once is safe
+    assert [p.name for p in tmp_path.iterdir()] == ["live.h5"] and len(df.read_run(tmp_path / "live.h5")) == 0
     for i in range(5):
         writer.append({"index": i, "time_s": i * 0.1, "status": 1 if i else 0, "offset": (0.1 * i, 0),
                        "true_offset": (0.01, 0.0), "true_drift": (0.2 * i, 0.0), "sigma": 0.02, "confidence": 0.9})
