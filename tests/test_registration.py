@@ -46,3 +46,26 @@ def test_rigid_registration_of_a_plain_stack_and_timing_errors():
     assert field_rmse(timed.field, truth) < 0.15
     with pytest.raises(ValueError, match="'rigid' or 'scan'"):
         df.register_series(stack, model="elastic")
+
+
+def test_drift_correct_model_scan_writes_the_aligned_stack_the_field_and_a_csv(tmp_path):
+    import csv
+
+    import hyperspy.api as hs
+    from conftest import drift_cli
+
+    frames, truth = _series([2.0, -1.5], n=5)
+    hs.signals.Signal2D(np.stack([f.data for f in frames])).save(tmp_path / "raw.hspy")
+    res = drift_cli("correct", str(tmp_path / "raw.hspy"), "-o", str(tmp_path / "out.hspy"), "--model", "scan")
+    assert res.returncode == 2 and "--pixel-time-us" in res.stderr and "Traceback" not in res.stderr
+    res = drift_cli("correct", str(tmp_path / "raw.hspy"), "-o", str(tmp_path / "out.hspy"), "--model", "scan",
+                    "--pixel-time-us", "2")  # the simulator's dwell: 2 µs, no fly-back, frames back to back
+    assert res.returncode == 0, res.stderr
+    field = hs.load(tmp_path / "out-field.hspy").data  # (frame, dy/dx, y, x)
+    assert field.shape == (5, 2, 128, 128)
+    assert field_rmse(np.moveaxis(field, 1, -1), truth) < 0.15
+    assert hs.load(tmp_path / "out.hspy").metadata.drift_framework.model == "scan"
+    with open(tmp_path / "out.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["frame"]) for r in rows] == [0, 1, 2, 3, 4] and float(rows[0]["dy_px"]) == pytest.approx(
+        field[0, 0].mean(), abs=1e-3)
