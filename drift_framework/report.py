@@ -74,12 +74,6 @@ def _pixel_nm(run: RunData) -> float:
     return float(value) if np.isfinite(value) and value > 0 else float("nan")
 
 
-def _gates(run: RunData) -> dict:
-    gating = json.loads(run.attrs["gating"]) if "gating" in run.attrs else {}
-    return {"min_confidence": float(gating.get("min_confidence", 0.5)),
-            "max_sigma_px": float(gating.get("max_sigma_px", 1.0))}
-
-
 def trajectories(run: RunData, path: Path) -> Path:
     s = run.steps
     i = s["index"]
@@ -124,7 +118,7 @@ def trajectories(run: RunData, path: Path) -> Path:
 def commands(run: RunData, path: Path) -> Path:
     s = run.steps
     i = s["index"]
-    gates = _gates(run)
+    gates = run.gates
     units = str(run.attrs.get("actuator_units", "")) or "actuator units"
     fig, ax = _figure(3, f"{run.attrs.get('name', '')}: commands and estimates — {ending(run)}")
     for k, axis in enumerate("yx"):
@@ -224,7 +218,7 @@ def report(run_path: str | os.PathLike, out_dir: str | os.PathLike | None = None
     s = run.steps
     counts = {STATUS[k]: int(np.sum(s["status"] == k)) for k in STATUS}
     summary = run.summary
-    gates = _gates(run)
+    gates = run.gates
     nm = _pixel_nm(run)
     mode = "closed loop" if _closed_loop(run) else "open loop (measured only, nothing was corrected)"
     lines = [f"# Run {run.attrs.get('name', stem)}", "",

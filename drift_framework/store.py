@@ -27,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .settings import RunSettings
 from .steps import Status, step_columns
 from .types import MIN_SIZE
 
@@ -239,6 +240,15 @@ class RunData:
     @property
     def summary(self) -> dict:
         return json.loads(self.attrs["summary"]) if "summary" in self.attrs else {}
+
+    @property
+    def gates(self) -> dict:
+        """The run's gating thresholds, ``min_confidence`` and ``max_sigma_px`` (the defaults for files written
+        before runs recorded them)."""
+        defaults = RunSettings()
+        gating = json.loads(self.attrs["gating"]) if "gating" in self.attrs else {}
+        return {"min_confidence": float(gating.get("min_confidence", defaults.min_confidence)),
+                "max_sigma_px": float(gating.get("max_sigma_px", defaults.max_sigma_px))}
 
     def __len__(self) -> int:
         return len(self.steps["index"])

@@ -181,7 +181,7 @@ class RunFileFollower:
         meta = {"name": run.attrs.get("name", self.path.stem), "source": f"run file {self.path}",
                 "pixel_size_nm": run.attrs.get("pixel_size_nm"), "pipeline": chain_text(run.attrs.get("pipeline", "{}")),
                 "controller": run.attrs.get("controller", "?"), "actuator": run.attrs.get("actuator", "?"),
-                **_thresholds(run.attrs)}
+                **run.gates}
         self.feed = LiveFeed(meta)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="drift-view-follower", daemon=True)
@@ -216,15 +216,3 @@ class RunFileFollower:
 
     def close(self) -> None:
         self._stop.set()
-
-
-def _thresholds(attrs: dict) -> dict:
-    """The gating thresholds a run file records (the defaults for files written before it recorded them)."""
-    import json
-
-    from drift_framework.settings import RunSettings
-
-    defaults = RunSettings()
-    gating = json.loads(attrs["gating"]) if "gating" in attrs else {}
-    return {"min_confidence": float(gating.get("min_confidence", defaults.min_confidence)),
-            "max_sigma_px": float(gating.get("max_sigma_px", defaults.max_sigma_px))}
