@@ -181,7 +181,7 @@ class RunWriter:
         finally:
             self._f = None
         try:
-            with h5py.File(self.path, "r+") as f:
+            with _open_for_marking(self.path) as f:
                 f.attrs["finished"] = True
                 if summary is not None:
                     f.attrs["summary"] = json.dumps(summary, default=_jsonable)
@@ -193,6 +193,23 @@ class RunWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _open_for_marking(path: Path, wait_s: float = 5.0) -> h5py.File:
+    """Open a closed run file to add its final attributes.
+
+    A reader that follows the run (``drift view``, ``drift report``) holds HDF5's shared file lock while it reads,
+    so the exclusive lock is retried for ``wait_s``; after that the attributes are written without the lock (a
+    reader then sees them at its next read) rather than failing a run whose every step is already on disk.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return h5py.File(path, "r+")
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return h5py.File(path, "r+", locking=False)
+            time.sleep(0.05)
 
 
 def is_image(data: Any) -> bool:

@@ -148,7 +148,7 @@ def test_view_browser_follows_a_run_file_written_by_another_process(tmp_path, br
         browser.get(url)
         first = _until(browser, lambda p: p["rows"] > 0 and p["frame"] > 0)
         assert first["pause"] and first["stop"] and "view only" in first["notice"]
-        assert run_proc.wait(timeout=60) == 0
+        assert run_proc.wait(timeout=60) == 0, run_proc.stderr.read()
         done = _until(browser, lambda p: p["state"] == "finished" and p["traced"] == 60 and p["average"] > 0)
         assert done["rows"] == 60 and done["average"] == 128
         assert _not_blank(browser.get_screenshot_as_png()) > 0.05

@@ -186,6 +186,31 @@ def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path):
     assert run.finished and run.summary["stop_reason"] == "terminated (SIGTERM)" and len(run) >= 5
 
 
+@pytest.mark.parametrize("held_s", [0.5, 8.0])
+def test_a_reader_holding_the_run_file_open_does_not_fail_the_run(tmp_path, held_s):
+    """A viewer (another process) may hold HDF5's shared lock when the run ends: the writer waits for it, or
+    after a few seconds marks the file finished without the lock; the run never fails on it (CI: drift view)."""
+    from drift_framework.store import RunWriter
+
+    path = tmp_path / "held.h5"
+    writer = RunWriter(path, frame_shape=(32, 32))
+    writer.append({}, np.zeros((32, 32)))
+    reader = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time, h5py
+f = h5py.File({str(path)!r}, "r", libver="latest", swmr=True)
+print("open", flush=True)
+time.sleep({held_s})
+f.close()
+"""], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "open"
+    writer.append({}, np.ones((32, 32)))
+    writer.close({"stop_reason": "completed"})
+    reader.wait(timeout=30)
+    run = read_run(path, frames=True)
+    assert run.finished and run.summary["stop_reason"] == "completed" and len(run) == 2
+    assert np.all(run.frames[1] == 1)
+
+
 def test_an_existing_run_file_is_kept_unless_overwrite_is_asked(tmp_path):
     path = _recipe(tmp_path, frames=3)
     first = df.run(path)
