@@ -182,3 +182,48 @@ def test_training_prints_a_summary_and_refuses_a_regressor_that_learned_nothing(
     assert out.returncode == 0, out.stderr
     assert "trained:" in out.stdout and "validation set" in out.stdout and "sha256" in out.stdout
     assert '"history"' not in out.stdout and len(out.stdout.splitlines()) < 15
+
+
+@pytest.mark.parametrize("preset", ["dcnn", "dcnn-general"])
+def test_learned_pipeline_finds_shifts_beyond_its_window_like_the_correlation(preset):
+    """Shifts up to 0.45 × a 20–30 px cell (beyond the 8 px the network was trained on), bright and dark columns:
+    every shift the classical pipeline finds, the learned one finds; beyond its reach it says it used the
+    correlation's candidates."""
+    pipe, classical = df.load_pipeline(preset), df.load_pipeline("classical")
+    for contrast in ("bright", "dark"):
+        src = simulator_source(shape=[128, 128], spacing_px=[20, 30], rotation_deg=None, contrast=contrast,
+                               noise={"kind": "poisson", "dose": 20.0})
+        for pair in src.pairs(12, seed=31, crlb=False):
+            learned, reference = pipe.estimate(pair.reference, pair.moving), classical.estimate(pair.reference,
+                                                                                              pair.moving)
+            if np.hypot(*(reference.vector - pair.shift)) < 0.5:
+                assert np.hypot(*(learned.vector - pair.shift)) < 0.5, (contrast, pair.shift, learned)
+            if np.hypot(*pair.shift) > 9:
+                assert learned.meta["stage"] == "candidates"
+
+
+def _camera_cases():
+    """scikit-image's own registration cases on its camera image (sub-pixel Fourier shifts in three dtypes,
+    an integer shift, a zero shift) and crops of it displaced by up to 40 px of 256 (non-periodic content)."""
+    from scipy import ndimage
+    from skimage import data
+
+    cam = data.camera()
+
+    def fourier(shift, dtype):
+        return np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(cam.astype(float)), shift)).real.astype(dtype)
+
+    cases = [(cam.astype(float), fourier((-7, 12), float), (-7, 12)), (cam, cam.copy(), (0, 0))]
+    cases += [(cam.astype(dt), fourier((-2.4, 1.32), dt), (-2.4, 1.32)) for dt in (np.float16, np.float32, float)]
+    for dy, dx in [(20, -13), (-20, 13), (5, 5), (-1, 0), (0, 1), (40, 0), (0, -40), (30, 30)]:
+        cases.append((cam[128:384, 128:384], cam[128 - dy:384 - dy, 128 - dx:384 - dx], (dy, dx)))
+    return cases
+
+
+def test_learned_pipeline_passes_scikit_images_camera_cases():
+    """Off its training set (no lattice at all) the learned pipeline is right on all 13 cases, as classical is."""
+    for preset in ("dcnn", "dcnn-general", "classical"):
+        pipe = df.load_pipeline(preset)
+        for ref, mov, truth in _camera_cases():
+            s = pipe.estimate(ref, mov)
+            assert np.hypot(s.dy - truth[0], s.dx - truth[1]) < 0.5, (preset, truth, s)

@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 
-from drift_framework.assembly import build_component
+from drift_framework.assembly import build_component, load_pipeline
+from drift_framework.pipeline import Pipeline
 from drift_framework.recipe import ComponentSpec
 from drift_framework.types import BatchDenoiser, CandidateScorer, CorrelationMap, Shift
 
@@ -45,6 +46,12 @@ class DCNNRegressor:
     ``gauss-newton`` refinement then measures the sub-pixel shift on the frames as acquired (their noise is
     white; the denoised frames' is not). ``max_shift_px`` bounds the answer: a prediction beyond it falls back
     to the highest NCC peak within it, with confidence 0.
+
+    Coarse to fine: the network reads lags up to ``radius`` around zero, and was trained on shifts within a
+    unit cell. When its answer is not confident (a shift beyond its window, content unlike its training set, or
+    a peak the correlation's candidate analysis does not back), the correlation's own candidates on the raw
+    frames are read as the classical pipeline reads them, over the whole map (or ``max_shift_px``), and the
+    more confident answer is returned (``meta["stage"]``: ``network`` or ``candidates``).
     """
 
     method = "dcnn"
@@ -57,11 +64,19 @@ class DCNNRegressor:
         self.device = weights.pick_device(params.get("device") or getattr(context, "device", None))
         self.net = weights.load("regressor", params.get("weights"), self.device)
         self.radius = self.net.radius
+        # the network's output scale, and the largest shift of its training sets (0.45 × a 16 px cell)
+        self.reach = self.radius / 2
         self.refiner = None
+        self.candidates: Pipeline | None = None
         if params.get("refine", True):
             spec = ComponentSpec("estimator", "gauss-newton", {"max_shift_px": None, "taper_px": 8.0,
                                                                "iterations": 12, "margin_px": 3, "lowpass_px": 2.0})
             self.refiner = build_component(spec)
+            # the classical preset: the coarse stage beyond the network's reach
+            classical: dict = {"preset": "classical"}
+            if params.get("max_shift_px") is not None:
+                classical["estimator"] = {"max_shift_px": params["max_shift_px"]}
+            self.candidates = load_pipeline(classical)
 
     def _window(self, cmap: CorrelationMap) -> np.ndarray:
         r = self.radius
@@ -82,6 +97,22 @@ class DCNNRegressor:
         return self._finish(cmap, self.predict(self._window(cmap)[None])[0])
 
     def _finish(self, cmap: CorrelationMap, pred: np.ndarray) -> Shift:
+        learned = self._learned(cmap, pred)
+        if learned.confidence >= 0.5 or self.candidates is None:
+            return learned
+        coarse = self._from_candidates(cmap, self.candidates)
+        # beyond the network's reach its answer is no evidence, however the confidences compare
+        beyond = math.hypot(coarse.dy, coarse.dx) > self.reach
+        return coarse if coarse.confidence >= 0.5 or beyond or coarse.confidence > learned.confidence else learned
+
+    def _from_candidates(self, cmap: CorrelationMap, classical: Pipeline) -> Shift:
+        """The correlation's candidate analysis on the frames as acquired (the classical pipeline's reading)."""
+        raw = cmap.raw if cmap.raw is not None else (cmap.reference, cmap.moving)
+        found = classical.estimate(*raw)
+        return Shift(found.dy, found.dx, found.sigma, found.confidence, self.method,
+                     {**found.meta, "stage": "candidates"}, found.candidates)
+
+    def _learned(self, cmap: CorrelationMap, pred: np.ndarray) -> Shift:
         d = pred[:2]
         sigma_net = math.sqrt(2 * math.exp(float(pred[2])))  # radial, from the per-axis variance
         max_shift = self.p.get("max_shift_px")
@@ -90,20 +121,24 @@ class DCNNRegressor:
         raw = cmap.raw if cmap.raw is not None else (cmap.reference, cmap.moving)
         if self.refiner is None:
             return Shift(float(d[0]), float(d[1]), sigma_net, _p_close(sigma_net), self.method,
-                         {"sigma_network": sigma_net})
+                         {"sigma_network": sigma_net, "stage": "network"})
         fine = self.refiner.refine(raw[0], raw[1], d)
         if not math.isfinite(fine.sigma) or math.hypot(fine.dy - d[0], fine.dx - d[1]) > max(1.0, 3 * sigma_net):
-            # the refinement left the network's basin: trust the network, say so
-            return Shift(float(d[0]), float(d[1]), sigma_net, 0.5 * _p_close(sigma_net), self.method,
-                         {"sigma_network": sigma_net, "refined": False})
+            # the refinement left the network's basin: the network's own answer, scored on the candidates
+            distinct, rivals = self._contest(cmap, (float(d[0]), float(d[1])))
+            return Shift(float(d[0]), float(d[1]), sigma_net, 0.5 * _p_close(sigma_net) * distinct, self.method,
+                         {"sigma_network": sigma_net, "refined": False, "stage": "network"}, rivals)
         basin = _p_close(sigma_net)
-        distinct = 1.0
-        rivals: tuple[tuple[float, float], ...] = ()
-        if isinstance(self.refiner, CandidateScorer):  # the correlation's candidates: does another peak fit as well?
-            distinct, rivals = self.refiner.contest_at(cmap, (fine.dy, fine.dx))
+        distinct, rivals = self._contest(cmap, (fine.dy, fine.dx))
         return Shift(fine.dy, fine.dx, fine.sigma, basin * distinct * fine.confidence, self.method,
                      {"sigma_network": sigma_net, "refined": True, "cov": fine.meta.get("cov"),
-                      "peak_distinctness": distinct}, rivals)
+                      "peak_distinctness": distinct, "stage": "network"}, rivals)
+
+    def _contest(self, cmap: CorrelationMap, near: tuple[float, float]) -> tuple[float, tuple[tuple[float, float], ...]]:
+        """The correlation's candidates: does another peak fit as well as ``near``?"""
+        if isinstance(self.refiner, CandidateScorer):
+            return self.refiner.contest_at(cmap, near)
+        return 1.0, ()
 
     def _within(self, cmap: CorrelationMap, max_shift: float) -> Shift:
         yy, xx = np.ogrid[:cmap.data.shape[0], :cmap.data.shape[1]]
