@@ -78,3 +78,35 @@ def test_ambiguity_is_a_run_file_column():
     row = Step(1, 0.5, Status.MEASURED, shift=df.Shift(1.0, 2.0, 0.1, 0.3, candidates=((6.0, 8.0),))).row()
     assert row["ambiguous"] == 1
     assert Step(1, 0.5, Status.MEASURED, shift=df.Shift(1.0, 2.0, 0.1, 0.9)).row()["ambiguous"] == 0
+
+
+@pytest.mark.parametrize("contrast, seed", [("bright", 2034), ("dark", 2037)])
+def test_large_cells_in_a_small_frame_are_never_confidently_a_lattice_vector_away(contrast, seed):
+    """16–40 px cells in 128² frames (3–8 cells across): the reference's lattice may not be found (or its weak
+    super-lattice reflections drown in the taper's leakage), and a circular map reads a translate farther from
+    zero higher than the shift itself. Such an answer must not come with confidence ≥ 0.5 (6 of 80 did)."""
+    src = simulator_source(shape=[128, 128], lattice="hexagonal", spacing_px=[16, 40], rotation_deg=None,
+                           contrast=contrast, noise={"kind": "poisson", "dose": 200.0})
+    pipe = df.load_pipeline("classical")
+    wrong = []
+    for pair in src.pairs(40, seed=seed, crlb=False):
+        s = pipe.estimate(pair.reference, pair.moving)
+        if np.hypot(*(s.vector - pair.shift)) >= 0.5 and s.confidence >= 0.5:
+            wrong.append((pair.shift.round(2), s))
+    assert not wrong
+
+
+def test_a_broad_noisy_peak_is_not_reported_as_precise():
+    """Dark columns of 16–40 px cells at 2 e/px: the correlation peak is broad and its top noisy; where the
+    refinement would leave the map's peak by more than 1.5 px, the answer's sigma says so (12 of 40 pairs were
+    confidently wrong), and peaks on one broad hill are one candidate, not many (the nearest-zero bump won)."""
+    src = simulator_source(shape=[128, 128], lattice="square", spacing_px=[16, 40], rotation_deg=None,
+                           contrast="dark", noise={"kind": "poisson", "dose": 2.0})
+    pipe = df.load_pipeline("classical")
+    right = confidently_wrong = 0
+    for pair in src.pairs(40, seed=2056, crlb=False):
+        s = pipe.estimate(pair.reference, pair.moving)
+        err = np.hypot(*(s.vector - pair.shift))
+        right += err < 0.5
+        confidently_wrong += err >= 0.5 and s.confidence >= 0.5
+    assert confidently_wrong == 0 and right >= 20

@@ -40,6 +40,11 @@ SEPARATION_Z = 4.0
 HALF_VECTOR_MARGIN = 0.002
 #: summed super-lattice reflections this many noise std above noise: the apparent lattice is a pseudo-lattice.
 SUPERLATTICE_Z = 3.5
+#: half-width (frequency bins) of the Blackman–Harris taper's main lobe: super-lattice reflections nearer than this
+#: to the strong ones read the strong ones' leakage, so such a super-lattice cannot be told from none.
+TAPER_LOBE_BINS = 4.0
+#: maxima nearer zero than the pick within this fraction of its height are its rivals (see :func:`contest`).
+NEARER_FRACTION = 0.15
 #: a candidate the pick beats with less than this probability is a rival: the answer is ambiguous.
 RIVAL_BELOW = 0.95
 #: half-width of the Lanczos kernel that interpolates map heights between samples.
@@ -296,7 +301,13 @@ class WindowedSpectrum:
         best, best_z = basis, SUPERLATTICE_Z
         recip = 2 * np.pi * np.linalg.inv(basis).T  # rows g1, g2 with g_i · b_j = 2π δ_ij
         k_max = float(np.max(np.hypot(*self.k.T))) if len(self.k) else 0.0
+        size = min(self.tapered.shape)
         for members, half in (((b1 + b2, b1 - b2), (0.5, 0.5)), ((2 * b1, b2), (0.5, 0.0)), ((b1, 2 * b2), (0.0, 0.5))):
+            # the extra reflections lie half a reciprocal vector from the strong ones (both diagonals for a centring)
+            offsets = [np.asarray(half) @ recip] if half != (0.5, 0.5) else [(recip[0] + recip[1]) / 2,
+                                                                            (recip[0] - recip[1]) / 2]
+            if min(float(np.hypot(*o)) for o in offsets) * size / (2 * np.pi) < TAPER_LOBE_BINS:
+                continue  # too few cells in the frame to resolve them
             z = self.tapered.excess(recip, half, k_max)
             if also is not None:  # the other frame shows the same specimen with its own noise
                 z = (z + also.excess(recip, half, k_max)) / math.sqrt(2)
@@ -317,8 +328,10 @@ class TaperedFrame:
         crop = np.asarray(image[y0:y0 + h, x0:x0 + w], np.float64)
         wy, wx = blackmanharris(h), blackmanharris(w)
         self._tapered = (crop - crop.mean()) * np.outer(wy, wx)
+        self.shape = self._tapered.shape
         self._noise = var * float(np.sum(wy ** 2) * np.sum(wx ** 2))
         self._power: np.ndarray | None = None
+        self._levels: dict[bytes, np.ndarray] = {}  # noise level per annulus, by the lattice tested
 
     def excess(self, recip: np.ndarray, half: tuple[float, float], k_max: float) -> float:
         """z-score of the summed power at the reflections ``(h + half₀)·g₁ + (k + half₁)·g₂`` within ``k_max``
@@ -338,6 +351,16 @@ class TaperedFrame:
         annulus of the spectrum, away from every point of the lattice ``recip / 2`` (reflections and the
         super-lattice positions under test).  Resampled frames (an aligned stack) have coloured noise
         that a single white-noise level would mistake for weak reflections."""
+        edges = np.linspace(0.0, np.pi, 25)
+        key = np.asarray(recip, np.float64).tobytes()
+        level = self._levels.get(key)
+        if level is None:  # the three super-lattices of one basis share it: computed once
+            if len(self._levels) > 8:  # a reference kept for a long run meets many bases
+                self._levels.clear()
+            level = self._levels[key] = self._annulus_levels(recip, edges)
+        return np.maximum(np.interp(radius, 0.5 * (edges[1:] + edges[:-1]), level), 1e-300)
+
+    def _annulus_levels(self, recip: np.ndarray, edges: np.ndarray) -> np.ndarray:
         h, w = self._tapered.shape
         if self._power is None:
             self._power = np.abs(sfft.fft2(self._tapered, workers=-1)) ** 2
@@ -347,15 +370,14 @@ class TaperedFrame:
         gap = np.hypot(ky.ravel() - nearest[:, 0], kx.ravel() - nearest[:, 1])
         clear = gap > 2 * np.pi * 1.5 / min(h, w)
         k = np.hypot(ky.ravel(), kx.ravel())
-        edges = np.linspace(0.0, np.pi, 25)
         which = np.digitize(k, edges) - 1
-        flat = self._power.ravel()
         level = np.full(24, self._noise)
-        for b in range(24):
-            pick = clear & (which == b)
-            if pick.sum() >= 16:  # the lower quartile: diffuse structure lifts the upper part of the distribution
-                level[b] = float(np.quantile(flat[pick], 0.25)) / -math.log(0.75)
-        return np.maximum(np.interp(radius, 0.5 * (edges[1:] + edges[:-1]), level), 1e-300)
+        # the lower quartile of each annulus (diffuse structure lifts the upper part of the distribution), where it
+        # holds 16 bins or more
+        quartile, count = lower_quartiles(which[clear], self._power.ravel()[clear], 24)
+        enough = count >= 16
+        level[enough] = quartile[enough] / -math.log(0.75)
+        return level
 
     @staticmethod
     def _positions(recip: np.ndarray, offset, k_max: float) -> np.ndarray:
@@ -376,6 +398,26 @@ class TaperedFrame:
         ex = np.exp(-1j * np.outer(g[:, 1], np.arange(w)))
         return np.einsum("gy,yx,gx->g", ey, self._tapered, ex)
 
+
+
+def lower_quartiles(groups: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.quantile(values[groups == g], 0.25)`` for every group ``g < n`` in one sort (NaN where a group is
+    empty), and the size of each group; the same linear interpolation as NumPy's."""
+    inside = (groups >= 0) & (groups < n)
+    groups, values = groups[inside], values[inside]
+    order = np.lexsort((values, groups))
+    ordered = values[order]
+    count = np.bincount(groups, minlength=n)[:n]
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    pos = 0.25 * np.maximum(count - 1, 0)
+    lo = np.floor(pos).astype(int)
+    t = pos - lo
+    filled = count > 0
+    a = np.where(filled, ordered[np.minimum(start + lo, len(ordered) - 1)] if len(ordered) else 0.0, np.nan)
+    b = np.where(filled, ordered[np.minimum(start + np.minimum(lo + 1, count - 1), len(ordered) - 1)]
+                 if len(ordered) else 0.0, np.nan)
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t), count
 
 
 def _reduced(basis: np.ndarray) -> np.ndarray:
@@ -535,15 +577,20 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     if not np.isfinite(top):
         return None
     padded = np.pad(masked, 1, mode="wrap")
-    is_max = local_maxima(padded) & (masked >= top - window)
-    ys, xs = np.nonzero(is_max)
+    # maxima nearer zero than the pick compete from further down: a circular map's heights fall with the seam
+    # (by 5–10 % at a third of a large cell's frame), which the common-region comparison does not see
+    maxima = local_maxima(padded) & (masked >= top - max(window, NEARER_FRACTION * abs(top)))
+    ys, xs = np.nonzero(maxima)
     if len(ys) == 0:
         return None
     keep = ~((ys == first[0]) & (xs == first[1]))
     ys, xs = ys[keep], xs[keep]
+    radius = np.hypot(ys - center[0], xs - center[1])
+    inner = radius < math.hypot(first[0] - center[0], first[1] - center[1])
+    within = masked[ys, xs] >= top - window
+    ys, xs, radius = ys[within | inner], xs[within | inner], radius[within | inner]
     # the highest maxima, and always those nearer zero than the pick (they are its rivals whatever the lattice)
     order = np.argsort(masked[ys, xs])[::-1]
-    radius = np.hypot(ys - center[0], xs - center[1])
     nearer = order[radius[order] < math.hypot(first[0] - center[0], first[1] - center[1])][:MAX_CANDIDATES // 2]
     taken = set(nearer.tolist())
     rest = [k for k in order if k not in taken][:MAX_CANDIDATES - 1 - len(nearer)]

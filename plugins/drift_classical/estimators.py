@@ -116,18 +116,16 @@ class MapEstimator:
             abs(float(data[by, (bx - 1) % w] + data[by, (bx + 1) % w]) - 2 * c0)
         tolerance = self.AMBIGUITY * max(value_std, 0.0) + 0.125 * curv + self.RELATIVE_AMBIGUITY * abs(c0)
         threshold = c0 - tolerance
-        ys, xs = np.nonzero(masked >= threshold)
-        if len(ys) <= 1:
+        above = masked >= threshold
+        if np.count_nonzero(above) <= 1:
             return best
-        vals = data[ys, xs]
-        is_max = np.ones(len(ys), bool)
-        for oy in (-1, 0, 1):
-            for ox in (-1, 0, 1):
-                if oy or ox:
-                    is_max &= vals >= data[(ys + oy) % h, (xs + ox) % w]
-        ys, xs = ys[is_max], xs[is_max]
-        if len(ys) <= 1:
+        # a candidate is the summit of its own hill: local maxima joined to a higher one by values all above the
+        # threshold are noise on one broad peak (large probes, low dose), not a peak of their own
+        labels, count = ndimage.label(above, structure=np.ones((3, 3), bool))
+        if count <= 1:
             return best
+        summits = ndimage.maximum_position(masked, labels, index=np.arange(1, count + 1))
+        ys, xs = (np.array(v, int) for v in zip(*summits))
         dist = (ys - cmap.center[0]) ** 2 + (xs - cmap.center[1]) ** 2
         k = int(np.argmin(dist))
         return int(ys[k]), int(xs[k])
@@ -204,6 +202,19 @@ def _climb(data: np.ndarray, start: tuple[int, int]) -> tuple[int, int]:
             break
         y, x = ys[k // 3], xs[k % 3]
     return y, x
+
+
+def _parabola_noise_px(data: np.ndarray, peak: tuple[int, int], value_std: float) -> float:
+    """Radial std of a three-point parabola's vertex when each map value has noise ``value_std``:
+    ``√2·σ / (2·|curvature|)`` per axis."""
+    h, w = data.shape
+    py, px = peak
+    c0 = float(data[py, px])
+    total = 0.0
+    for lo, hi in ((data[(py - 1) % h, px], data[(py + 1) % h, px]), (data[py, (px - 1) % w], data[py, (px + 1) % w])):
+        curv = abs(float(lo) + float(hi) - 2 * c0)
+        total += (math.sqrt(2) * value_std / (2 * curv)) ** 2 if curv > 0 else math.inf
+    return math.sqrt(total) if math.isfinite(value_std) else math.inf
 
 
 def _neighbours(data, peak, axis):
@@ -564,7 +575,10 @@ class GaussNewton(MapEstimator):
         fit = min(h, w) - 2 * margin >= 8
         refined = self._refine(ref, mov, d0, margin, cmap.reference_spectrum) if fit else (None, None, None)
         if refined[0] is None:
-            return self._finish(cmap, peak, d0, noise=noise, value_std=vstd, contest=contest)
+            # the map's peak as it is sampled: as uncertain as its noise makes it, and more than the 1.5 px the
+            # refinement wanted to move away from it (a broad, noisy peak: large columns at a low dose)
+            model = max(_parabola_noise_px(cmap.data, peak, vstd), 1.5 if fit else 0.0)
+            return self._finish(cmap, peak, d0, noise=noise, value_std=vstd, contest=contest, model_px=model)
         if len(self._tapers) > 16:  # a taper + its spectrum per margin: ~2 MB each at 512²
             self._tapers.clear()
         d, cov, _ = refined
