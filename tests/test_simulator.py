@@ -235,6 +235,18 @@ def test_dark_contrast_is_a_positive_signal_below_a_bright_background_with_poiss
     assert image.min() >= 0.1 - 1e-6 and image.max() > 1.0                  # baseline at the darkest column
 
 
+def test_dark_contrast_stays_positive_where_columns_overlap():
+    """Dumbbells (two columns 0.16 of the cell apart) add up above either column's peak: the bright background is
+    set above the overlap, so no pixel is clipped at zero (a clipped pixel would make the Cramér–Rao bound zero)."""
+    src = simulator_source(shape=[96, 96], lattice="dumbbell", spacing_px=[12], contrast="dark",
+                           noise={"kind": "none"}, seed=3)
+    image = src.acquire().data
+    assert 0.05 < image.min() < 0.2     # the darkest point is near the baseline (0.1), never clipped at 0
+    pair = next(simulator_source(shape=[96, 96], lattice="dumbbell", spacing_px=[12], contrast="dark",
+                                 noise={"kind": "poisson", "dose": 20.0}).pairs(1, seed=1))
+    assert 0.005 < np.sqrt(np.trace(pair.crlb)) < 0.5
+
+
 def test_large_fields_of_view_render_in_bands_with_bounded_memory():
     import tracemalloc
 

@@ -83,9 +83,8 @@ class VirtualMicroscope:
         sign = -1.0 if self.p["contrast"] == "dark" else 1.0
         if sign > 0:
             img = self.p["baseline"] + img
-        else:  # dark columns: a positive signal below a bright background (the brightest column's peak above it)
-            peak = float(np.max(specimen.intensity)) if len(specimen.intensity) else 1.0
-            img = np.maximum(self.p["baseline"] + peak - img, 0.0)
+        else:  # dark columns: a positive signal below a bright background (the brightest columns' level above it)
+            img = np.maximum(self.p["baseline"] + specimen.brightest - img, 0.0)
         if der is not None:
             der = (sign * der[0], sign * der[1])
         return (img, der) if derivatives else img

@@ -9,6 +9,7 @@ Cramér–Rao bound).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ LATTICES = {
     "honeycomb": ((1.0, 0.0), (0.5, math.sqrt(3) / 2), [(1 / 3, 1 / 3, 1.0), (2 / 3, 2 / 3, 1.0)]),
     # ABO3 perovskite seen along [001]: A columns at the corners, B columns at the centre.
     "perovskite": ((1.0, 0.0), (0.0, 1.0), [(0.0, 0.0, 1.0), (0.5, 0.5, 0.55)]),
+    # wurtzite seen along [11-20]: dumbbells of a heavy and a light column 0.16 of the spacing apart along y
+    "dumbbell": ((1.0, 0.0), (0.5, math.sqrt(3) / 2), [(0.0, 0.0, 1.0), (-0.16 / math.sqrt(3), 0.32 / math.sqrt(3), 0.45)]),
 }
 
 
@@ -52,7 +55,7 @@ class Specimen:
         ----------
         rng : numpy Generator
             Source of randomness (vacancies, jitters, interstitials).
-        lattice : {"hexagonal", "square", "honeycomb", "perovskite"}
+        lattice : {"hexagonal", "square", "honeycomb", "perovskite", "dumbbell"}
         spacing_px : float
             Length of the lattice vectors in pixels.
         rotation_deg : float
@@ -110,6 +113,28 @@ class Specimen:
         sigma = probe_sigma_px if probe_sigma_px else spacing_px / 6
         order = np.argsort(y, kind="stable")
         return cls(y[order], x[order], amp[order], (h, w), float(sigma), float(spacing_px), lattice)
+
+    @functools.cached_property
+    def brightest(self) -> float:
+        """The highest value the rendered columns reach: a column's peak plus its neighbours' tails (dumbbells and
+        other close pairs overlap), at the columns and half-way between close ones. A dark-column image is this
+        level minus the columns, so it must never be exceeded (counts are positive)."""
+        if not len(self.intensity):
+            return 1.0
+        from scipy.spatial import cKDTree
+
+        pts = np.column_stack([self.y, self.x])
+        atoms = cKDTree(pts)
+        close = atoms.query_pairs(3 * self.probe_sigma_px, output_type="ndarray")
+        if not len(close):  # columns do not overlap: the brightest column's own peak
+            return float(np.max(self.intensity))
+        probes = cKDTree(np.vstack([pts, 0.5 * (pts[close[:, 0]] + pts[close[:, 1]])]))
+        dist = probes.sparse_distance_matrix(atoms, 4 * self.probe_sigma_px, output_type="coo_matrix")
+        value = np.bincount(dist.row, self.intensity[dist.col] * np.exp(-dist.data ** 2 / (2 * self.probe_sigma_px ** 2)),
+                            minlength=probes.n)
+        # a probe on an atom has distance 0, which a sparse matrix does not store: add the atom's own peak
+        value[:len(pts)] += self.intensity * (~np.isin(np.arange(len(pts)), dist.row[dist.data == 0]))
+        return float(max(np.max(value), np.max(self.intensity)))
 
     def _visible(self, origin, shape):
         h, w = shape
