@@ -61,6 +61,26 @@ def test_bench_confidence_writes_the_table_and_reliability_diagrams(tmp_path):
     assert (tmp_path / "confidence.png").stat().st_size > 10_000
 
 
+def test_bench_learned_scores_families_contrasts_camera_cases_and_the_real_stack(tmp_path):
+    """The realistic benchmark of the learned pipeline, cut to one family and dose: every cell has both
+    contrasts and both cell-size bands; the camera cases and the real stack's agreement are in the page."""
+    from conftest import REAL_DATA
+
+    out = drift_cli("bench", "learned", "--pairs", "3", "--doses", "20", "--families", "dumbbells (wurtzite [11-20])",
+                    "--pipelines", "classical,dcnn", "--real", str(REAL_DATA / "stem_abf_data_imagestack.hspy"),
+                    "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = _rows(tmp_path / "learned.csv")
+    assert len(rows) == 2 * 2 * 2 and {(r["contrast"], r["cell"]) for r in rows} == {
+        (c, b) for c in ("bright", "dark") for b in ("8–16 px", "16–40 px")}
+    for r in rows:
+        assert 0 <= float(r["success"]) <= 1 and 0 < float(r["efficiency"]) < 10
+    text = (tmp_path / "learned.md").read_text()
+    assert "`dcnn` 13/13" in text and "`classical` 13/13" in text and "scikit-image" in text
+    real = text.split("real SrTiO3 stack")[1]
+    assert real.count("\n| ") >= 5    # header + 4 frames
+
+
 @pytest.mark.filterwarnings("ignore:Loading old file version")
 def test_compare_on_a_recorded_stack_scores_closure_and_agreement(tmp_path):
     """No truth on recorded data: the real SrTiO3 stack's vibrating scan makes `classical`'s pair measurements miss

@@ -12,10 +12,11 @@ import argparse
 
 from drift_framework import hookimpl
 
-from . import accuracy, compare, confidence, loop, scan, sim, speed
+from . import accuracy, compare, confidence, learned, loop, scan, sim, speed
 from .report import write_table
 
-COMMANDS = {"accuracy": accuracy, "speed": speed, "sim": sim, "loop": loop, "confidence": confidence, "scan": scan}
+COMMANDS = {"accuracy": accuracy, "speed": speed, "sim": sim, "loop": loop, "confidence": confidence, "scan": scan,
+            "learned": learned}
 
 
 @hookimpl

@@ -37,8 +37,13 @@ def write_table(rows: list[dict], out_dir, stem: str, *, title: str, command: st
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path = out / f"{stem}.md", out / f"{stem}.csv"
     md.write_text(f"# {title}\n\nMade by:\n\n```\n{command}\n```\n\n{markdown_table(rows)}\n{notes}")
-    with csv_path.open("w", newline="") as fh:
+    write_csv(rows, csv_path)
+    return md, csv_path
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """The rows as CSV, one column per key of the first row."""
+    with Path(path).open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()
         writer.writerows(rows)
-    return md, csv_path
