@@ -202,28 +202,14 @@ def test_learned_pipeline_finds_shifts_beyond_its_window_like_the_correlation(pr
                 assert learned.meta["stage"] == "candidates"
 
 
-def _camera_cases():
-    """scikit-image's own registration cases on its camera image (sub-pixel Fourier shifts in three dtypes,
-    an integer shift, a zero shift) and crops of it displaced by up to 40 px of 256 (non-periodic content)."""
-    from scipy import ndimage
-    from skimage import data
-
-    cam = data.camera()
-
-    def fourier(shift, dtype):
-        return np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(cam.astype(float)), shift)).real.astype(dtype)
-
-    cases = [(cam.astype(float), fourier((-7, 12), float), (-7, 12)), (cam, cam.copy(), (0, 0))]
-    cases += [(cam.astype(dt), fourier((-2.4, 1.32), dt), (-2.4, 1.32)) for dt in (np.float16, np.float32, float)]
-    for dy, dx in [(20, -13), (-20, 13), (5, 5), (-1, 0), (0, 1), (40, 0), (0, -40), (30, 30)]:
-        cases.append((cam[128:384, 128:384], cam[128 - dy:384 - dy, 128 - dx:384 - dx], (dy, dx)))
-    return cases
-
-
 def test_learned_pipeline_passes_scikit_images_camera_cases():
-    """Off its training set (no lattice at all) the learned pipeline is right on all 13 cases, as classical is."""
+    """scikit-image's registration cases on its camera image (Fourier shifts in three dtypes, an integer shift, a
+    zero shift) and crops displaced by up to 40 px of 256: off its training set (no lattice at all) the learned
+    pipeline is right on all 13 cases, as classical is."""
+    from drift_bench.learned import camera_cases
+
     for preset in ("dcnn", "dcnn-general", "classical"):
         pipe = df.load_pipeline(preset)
-        for ref, mov, truth in _camera_cases():
+        for _, ref, mov, truth in camera_cases():
             s = pipe.estimate(ref, mov)
             assert np.hypot(s.dy - truth[0], s.dx - truth[1]) < 0.5, (preset, truth, s)
