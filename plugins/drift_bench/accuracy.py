@@ -32,8 +32,9 @@ def add_scheduler_argument(p) -> None:
 
 
 def evaluate_detailed(pipelines: dict, pairs, on_pair=None) -> tuple[dict, list]:
-    """Per-pair errors, sigmas and times of every pipeline (interleaved, so timings share the machine's state)."""
-    res: dict[str, dict[str, list]] = {name: {"err": [], "sigma": [], "sec": []} for name in pipelines}
+    """Per-pair errors, sigmas, confidences and times of every pipeline (interleaved, so timings share the
+    machine's state)."""
+    res: dict[str, dict[str, list]] = {name: {"err": [], "sigma": [], "conf": [], "sec": []} for name in pipelines}
     bounds = []
     for p in pairs:
         bounds.append(float(np.trace(p.crlb)))
@@ -42,6 +43,7 @@ def evaluate_detailed(pipelines: dict, pairs, on_pair=None) -> tuple[dict, list]
             r = res[name]
             r["err"].append((shift.dy - p.shift[0], shift.dx - p.shift[1]) if shift else (np.nan, np.nan))
             r["sigma"].append(shift.sigma if shift else np.nan)
+            r["conf"].append(float(np.nan_to_num(shift.confidence)) if shift else 0.0)
             r["sec"].append(sec)
         if on_pair:
             on_pair()

@@ -18,7 +18,8 @@ import numpy as np
 
 from drift_framework.assembly import load_pipeline
 
-from .metrics import SUCCESS_PX, summarize, time_estimate
+from .accuracy import evaluate_detailed
+from .metrics import SUCCESS_PX, summarize
 from .pairs import pair_source
 from .progress import progress_bar
 from .report import command_line, markdown_table, write_csv
@@ -54,19 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cell_rows(pipelines: dict, params: dict, pairs: int, seed: int, on_pair=None) -> list[dict]:
     """The metrics of every pipeline on one cell's pairs (the same pairs for each)."""
     source = pair_source("simulator", rotation_deg=None, **params)
-    res: dict[str, dict[str, list]] = {n: {"err": [], "sigma": [], "sec": [], "conf": []} for n in pipelines}
-    bounds = []
-    for pair in source.pairs(pairs, seed=seed):
-        bounds.append(float(np.trace(pair.crlb)))
-        for name, pipe in pipelines.items():
-            shift, sec = time_estimate(pipe, pair.reference, pair.moving)
-            r = res[name]
-            r["err"].append((shift.dy - pair.shift[0], shift.dx - pair.shift[1]) if shift else (math.nan, math.nan))
-            r["sigma"].append(shift.sigma if shift else math.nan)
-            r["conf"].append(float(np.nan_to_num(shift.confidence)) if shift else 0.0)
-            r["sec"].append(sec)
-        if on_pair:
-            on_pair()
+    res, bounds = evaluate_detailed(pipelines, source.pairs(pairs, seed=seed), on_pair)
     rows = []
     for name, r in res.items():
         m = summarize(r["err"], r["sigma"], bounds, r["sec"])

@@ -405,19 +405,18 @@ def lower_quartiles(groups: np.ndarray, values: np.ndarray, n: int) -> tuple[np.
     empty), and the size of each group; the same linear interpolation as NumPy's."""
     inside = (groups >= 0) & (groups < n)
     groups, values = groups[inside], values[inside]
-    order = np.lexsort((values, groups))
-    ordered = values[order]
+    ordered = values[np.lexsort((values, groups))]
     count = np.bincount(groups, minlength=n)[:n]
-    start = np.concatenate([[0], np.cumsum(count)[:-1]])
-    pos = 0.25 * np.maximum(count - 1, 0)
+    start = np.cumsum(count) - count
+    quartile = np.full(n, np.nan)
+    filled = count > 0
+    first, size = start[filled], count[filled]
+    pos = 0.25 * (size - 1)
     lo = np.floor(pos).astype(int)
     t = pos - lo
-    filled = count > 0
-    a = np.where(filled, ordered[np.minimum(start + lo, len(ordered) - 1)] if len(ordered) else 0.0, np.nan)
-    b = np.where(filled, ordered[np.minimum(start + np.minimum(lo + 1, count - 1), len(ordered) - 1)]
-                 if len(ordered) else 0.0, np.nan)
-    diff = b - a
-    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t), count
+    a, b = ordered[first + lo], ordered[first + np.minimum(lo + 1, size - 1)]
+    quartile[filled] = np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+    return quartile, count
 
 
 def _reduced(basis: np.ndarray) -> np.ndarray:
@@ -586,12 +585,12 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     keep = ~((ys == first[0]) & (xs == first[1]))
     ys, xs = ys[keep], xs[keep]
     radius = np.hypot(ys - center[0], xs - center[1])
-    inner = radius < math.hypot(first[0] - center[0], first[1] - center[1])
-    within = masked[ys, xs] >= top - window
-    ys, xs, radius = ys[within | inner], xs[within | inner], radius[within | inner]
+    pick_radius = math.hypot(first[0] - center[0], first[1] - center[1])
+    kept = (masked[ys, xs] >= top - window) | (radius < pick_radius)
+    ys, xs, radius = ys[kept], xs[kept], radius[kept]
     # the highest maxima, and always those nearer zero than the pick (they are its rivals whatever the lattice)
     order = np.argsort(masked[ys, xs])[::-1]
-    nearer = order[radius[order] < math.hypot(first[0] - center[0], first[1] - center[1])][:MAX_CANDIDATES // 2]
+    nearer = order[radius[order] < pick_radius][:MAX_CANDIDATES // 2]
     taken = set(nearer.tolist())
     rest = [k for k in order if k not in taken][:MAX_CANDIDATES - 1 - len(nearer)]
     pick = np.concatenate([nearer, np.asarray(rest, int)]).astype(int)

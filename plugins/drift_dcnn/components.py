@@ -50,8 +50,9 @@ class DCNNRegressor:
     Coarse to fine: the network reads lags up to ``radius`` around zero, and was trained on shifts within a
     unit cell. When its answer is not confident (a shift beyond its window, content unlike its training set, or
     a peak the correlation's candidate analysis does not back), the correlation's own candidates on the raw
-    frames are read as the classical pipeline reads them, over the whole map (or ``max_shift_px``), and the
-    more confident answer is returned (``meta["stage"]``: ``network`` or ``candidates``).
+    frames are read as the classical pipeline reads them, over the whole map (or ``max_shift_px``); that answer is
+    returned when it is confident, beyond the network's reach (``radius / 2``) or more confident than the
+    network's (``meta["stage"]``: ``network`` or ``candidates``).
     """
 
     method = "dcnn"

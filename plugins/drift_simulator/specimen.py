@@ -129,12 +129,9 @@ class Specimen:
         if not len(close):  # columns do not overlap: the brightest column's own peak
             return float(np.max(self.intensity))
         probes = cKDTree(np.vstack([pts, 0.5 * (pts[close[:, 0]] + pts[close[:, 1]])]))
-        dist = probes.sparse_distance_matrix(atoms, 4 * self.probe_sigma_px, output_type="coo_matrix")
-        value = np.bincount(dist.row, self.intensity[dist.col] * np.exp(-dist.data ** 2 / (2 * self.probe_sigma_px ** 2)),
-                            minlength=probes.n)
-        # a probe on an atom has distance 0, which a sparse matrix does not store: add the atom's own peak
-        value[:len(pts)] += self.intensity * (~np.isin(np.arange(len(pts)), dist.row[dist.data == 0]))
-        return float(max(np.max(value), np.max(self.intensity)))
+        near = probes.sparse_distance_matrix(atoms, 4 * self.probe_sigma_px, output_type="ndarray")
+        tails = self.intensity[near["j"]] * np.exp(-near["v"] ** 2 / (2 * self.probe_sigma_px ** 2))
+        return float(np.max(np.bincount(near["i"], tails, minlength=probes.n)))
 
     def _visible(self, origin, shape):
         h, w = shape
