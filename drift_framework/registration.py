@@ -10,6 +10,7 @@ ideal[y − dy, x − dx]``, ``ideal`` being the specimen scanned instantly at t
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,17 @@ class SeriesRegistration:
     model: str
     timing: ScanTiming | None = None
 
+    def apply(self, data: Any, *, order: int = 3) -> np.ndarray:
+        """Resample data acquired with the registered frames by the same field: the simultaneous HAADF of an ABF
+        series (``(N, H, W)``) or a spectrum image per frame (``(N, H, W, C)``: EDS, EELS, each channel moved).
+        The data must share the frames' scan grid: pixel ``(y, x)`` of frame ``k`` acquired when it was there."""
+        data = np.asarray(data)
+        n, h, w = self.field.shape[:3]
+        if data.ndim not in (3, 4) or data.shape[:3] != (n, h, w):
+            raise ValueError(f"data to apply the field to must be (N, H, W) or (N, H, W, C) with N, H, W = {n}, "
+                             f"{h}, {w} (the registered frames' scan grid), got shape {data.shape}")
+        return resample(data, self.field, order=order)
+
 
 def _stack(frames: Any) -> tuple[np.ndarray, list[dict]]:
     if isinstance(frames, np.ndarray):
@@ -75,8 +87,17 @@ def _timing(n: int, shape: tuple[int, int], metas: list[dict], pixel_time_s: flo
     scans: list[Any] = [m.get("scan") for m in metas]
     if all(isinstance(s, dict) and "t_start_s" in s for s in scans):
         first = scans[0]
-        return ScanTiming(float(first["pixel_time_s"]), float(first["line_time_s"]),
-                          np.array([float(s["t_start_s"]) for s in scans]))
+        starts = np.array([float(s["t_start_s"]) for s in scans])
+        pixel, line = float(first["pixel_time_s"]), float(first["line_time_s"])
+        recorded = {"pixel_time_s": pixel, "line_time_s": line,
+                    "frame_time_s": float(np.median(np.diff(starts))) if n > 1 else None}
+        for name, given in (("pixel_time_s", pixel_time_s), ("line_time_s", line_time_s),
+                            ("frame_time_s", frame_time_s)):
+            known = recorded[name]
+            if given is not None and known is not None and not math.isclose(given, known, rel_tol=0.01):
+                raise ValueError(f"{name}={given:g} s contradicts the frames' own timing (meta['scan']: "
+                                 f"{known:g} s); leave it out, or correct the metadata")
+        return ScanTiming(pixel, line, starts)
     if pixel_time_s is None and line_time_s is None:
         raise ValueError("model='scan' needs the scan timing: the frames carry none (meta['scan']); give "
                          "pixel_time_s (and line_time_s with the fly-back, frame_time_s with pauses between frames)")
@@ -198,12 +219,7 @@ def _fit_trajectory(stack: np.ndarray, shifts: np.ndarray, timing: ScanTiming, p
 def _finish(stack: np.ndarray, field: np.ndarray, uncertainty: np.ndarray, model: str,
             timing: ScanTiming | None) -> SeriesRegistration:
     """Resample every frame onto the undistorted grid: ``ideal[p] ≈ frame[p + field(p)]`` (smooth fields)."""
-    from scipy import ndimage
-
-    n, h, w = stack.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(float)
-    aligned = np.stack([ndimage.map_coordinates(stack[k], [yy + field[k, ..., 0], xx + field[k, ..., 1]], order=3,
-                                                mode="constant", cval=np.nan) for k in range(n)]).astype(np.float32)
+    aligned = resample(stack, field)
     with warnings.catch_warnings():  # pixels no frame saw stay NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         average = np.nanmean(aligned, axis=0)
@@ -211,6 +227,27 @@ def _finish(stack: np.ndarray, field: np.ndarray, uncertainty: np.ndarray, model
     return SeriesRegistration(field=field.astype(np.float32), shifts=shifts, aligned=aligned,
                               average=np.asarray(average, np.float32), uncertainty=uncertainty, model=model,
                               timing=timing)
+
+
+def resample(frames: np.ndarray, field: np.ndarray, *, order: int = 3) -> np.ndarray:
+    """Frames ``(N, H, W)`` or ``(N, H, W, C)`` moved onto the undistorted grid by ``field`` (N, H, W, 2):
+    ``out[k, p] = frames[k, p + field[k, p]]`` (spline ``order``), NaN where the frame saw nothing.  Each channel
+    of a spectrum image moves with its pixel."""
+    from scipy import ndimage
+
+    n, h, w = frames.shape[:3]
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    out = np.empty(frames.shape, np.float32)
+    for k in range(n):
+        where = [yy + field[k, ..., 0], xx + field[k, ..., 1]]
+        if frames.ndim == 3:
+            out[k] = ndimage.map_coordinates(np.asarray(frames[k], np.float32), where, order=order,
+                                             mode="constant", cval=np.nan)
+            continue
+        for c in range(frames.shape[3]):
+            out[k, ..., c] = ndimage.map_coordinates(np.asarray(frames[k, ..., c], np.float32), where,
+                                                     order=order, mode="constant", cval=np.nan)
+    return out
 
 
 def field_rmse(estimated: np.ndarray, truth: np.ndarray, frames: Sequence[int] | None = None) -> float:

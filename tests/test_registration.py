@@ -69,3 +69,92 @@ def test_drift_correct_model_scan_writes_the_aligned_stack_the_field_and_a_csv(t
         rows = list(csv.DictReader(fh))
     assert [int(r["frame"]) for r in rows] == [0, 1, 2, 3, 4] and float(rows[0]["dy_px"]) == pytest.approx(
         field[0, 0].mean(), abs=1e-3)
+
+
+def test_drift_correct_model_scan_reads_the_timing_from_the_file_and_refuses_a_contradiction(tmp_path):
+    import hyperspy.api as hs
+    from conftest import drift_cli
+
+    frames, truth = _series([2.0, -1.5], n=5)
+    raw = hs.signals.Signal2D(np.stack([f.data for f in frames]))
+    raw.metadata.set_item("Acquisition_instrument.TEM.dwell_time", 2e-6)  # where HyperSpy puts DigiScan's
+    raw.save(tmp_path / "raw.hspy")
+    res = drift_cli("correct", str(tmp_path / "raw.hspy"), "-o", str(tmp_path / "bad.hspy"), "--model", "scan",
+                    "--pixel-time-us", "3")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--pixel-time-us" in res.stderr and "Acquisition_instrument.TEM.dwell_time" in res.stderr
+    assert not (tmp_path / "bad.hspy").exists()
+    res = drift_cli("correct", str(tmp_path / "raw.hspy"), "-o", str(tmp_path / "out.hspy"), "--model", "scan")
+    assert res.returncode == 0, res.stderr
+    field = np.moveaxis(hs.load(tmp_path / "out-field.hspy").data, 1, -1)
+    assert field_rmse(field, truth) < 0.15
+
+
+def test_frames_timing_and_a_contradicting_argument_is_an_error():
+    frames, _ = _series([1.0, 0.5], n=3)
+    with pytest.raises(ValueError, match="contradicts the frames' own timing"):
+        df.register_series(frames, model="scan", pixel_time_s=5e-6)
+
+
+def test_apply_to_moves_co_acquired_images_and_spectrum_images_with_the_measured_series(tmp_path):
+    """The simultaneous HAADF of a series (rigid) and an EDS-like spectrum image per frame (scan model) follow the
+    correction measured on the series: a signal that is a function of the measured one stays that function."""
+    import hyperspy.api as hs
+    from conftest import drift_cli
+
+    from drift_framework.registration import resample
+
+    frames, truth = _series([2.0, -1.5], n=4)
+    stack = np.stack([f.data for f in frames]).astype(np.float32)
+    hs.signals.Signal2D(stack).save(tmp_path / "abf.hspy")
+    haadf = hs.signals.Signal2D(5.0 - 2.0 * stack)
+    haadf.metadata.General.title = "HAADF"
+    haadf.save(tmp_path / "haadf.hspy")
+    spectra = hs.signals.Signal1D(np.stack([stack * (c + 1) for c in range(3)], axis=-1))  # (frame, y, x, channel)
+    spectra.save(tmp_path / "eds.hspy")
+
+    res = drift_cli("correct", str(tmp_path / "abf.hspy"), "-o", str(tmp_path / "rigid.hspy"), "-q",
+                    "--apply-to", str(tmp_path / "haadf.hspy"), "--force")
+    assert res.returncode == 0, res.stderr
+    aligned, moved = hs.load(tmp_path / "rigid.hspy"), hs.load(tmp_path / "rigid-haadf.hspy")
+    assert moved.data.shape == aligned.data.shape and moved.metadata.General.title == "HAADF (drift corrected)"
+    np.testing.assert_allclose(moved.data, 5.0 - 2.0 * aligned.data, atol=1e-3)
+    assert moved.metadata.drift_framework.applied_from.endswith("abf.hspy")
+    assert moved.axes_manager.signal_axes[0].offset == aligned.axes_manager.signal_axes[0].offset  # same crop
+
+    res = drift_cli("correct", str(tmp_path / "abf.hspy"), "-o", str(tmp_path / "scan.hspy"), "-q", "--model", "scan",
+                    "--pixel-time-us", "2", "--apply-to", str(tmp_path / "eds.hspy"))
+    assert res.returncode == 0, res.stderr
+    field = np.moveaxis(hs.load(tmp_path / "scan-field.hspy").data, 1, -1)
+    cube = hs.load(tmp_path / "scan-eds.hspy")
+    assert cube.axes_manager.signal_dimension == 1 and cube.data.shape == (4, 128, 128, 3)
+    expected = resample(stack, field, order=1)  # spectra move linearly: counts stay non-negative
+    for c in range(3):
+        np.testing.assert_allclose(cube.data[..., c], expected * (c + 1), rtol=1e-4, atol=1e-4)
+    assert field_rmse(field, truth) < 0.15
+
+    # data on another scan (fewer frames) is refused before anything is written, naming the file
+    hs.signals.Signal2D(stack[:3]).save(tmp_path / "short.hspy")
+    res = drift_cli("correct", str(tmp_path / "abf.hspy"), "-o", str(tmp_path / "again.hspy"),
+                    "--apply-to", str(tmp_path / "short.hspy"))
+    assert res.returncode == 2 and "short.hspy: 3 frame(s)" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "again.hspy").exists()
+
+
+def test_scan_timing_is_read_where_the_formats_keep_it():
+    import hyperspy.api as hs
+
+    from drift_hyperspy.source import scan_timing
+
+    velox = hs.signals.Signal2D(np.zeros((3, 8, 8)))
+    velox.original_metadata.set_item("Scan.DwellTime", "4e-06")  # Velox writes strings, in seconds
+    velox.original_metadata.set_item("Scan.LineTime", "3.6e-05")
+    frame_axis = velox.axes_manager.navigation_axes[0]
+    frame_axis.units, frame_axis.scale = "ms", 250.0
+    found = scan_timing(velox)
+    assert found["pixel_time_s"] == (pytest.approx(4e-6), "original_metadata.Scan.DwellTime")
+    assert found["line_time_s"][0] == pytest.approx(3.6e-5) and found["frame_time_s"][0] == pytest.approx(0.25)
+    nion = hs.signals.Signal2D(np.zeros((2, 8, 8)))
+    nion.metadata.set_item("hardware_source.pixel_time_us", 8.0)
+    assert scan_timing(nion) == {"pixel_time_s": (pytest.approx(8e-6), "metadata.hardware_source.pixel_time_us")}
+    assert scan_timing(hs.signals.Signal2D(np.zeros((2, 8, 8)))) == {}

@@ -47,6 +47,10 @@ def add_parser(subparsers) -> None:
                                                       "(default: the pixels of a line)")
     p.add_argument("--frame-time-s", type=float, help="--model scan: frame start to frame start, s "
                                                       "(default: the lines of a frame)")
+    p.add_argument("--apply-to", action="append", default=[], metavar="OTHER",
+                   help="apply the same correction to data acquired with INPUT (the simultaneous HAADF of an ABF "
+                        "series, an EDS/EELS spectrum image per frame), on the same scan grid; written beside "
+                        "OUTPUT as OUTPUT-OTHER.hspy (repeat for several)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-frame table")
     p.set_defaults(func=run)
 
@@ -104,6 +108,7 @@ def run(args) -> int:
     from drift_framework.pipeline import saturation
 
     from .api import correct_signal
+    from .coacquired import applied_path
     from .positions import closure_hint
     from .source import frame_count, frame_data, load_images, pixel_size_nm
 
@@ -111,7 +116,7 @@ def run(args) -> int:
     csv_path = Path(args.shifts) if args.shifts else out.with_suffix(".csv")
     if args.model == "scan":
         return _run_scan(args, out, csv_path)
-    check_outputs(Path(args.input), [out, csv_path], args.overwrite)
+    check_outputs(Path(args.input), [out, csv_path, *_applied_outputs(args, out)], args.overwrite)
     notes: list[str] = []
     signal = load_images(args.input, lazy=args.lazy, frame_axis=args.frame_axis, channel=args.channel, notes=notes)
     if args.pixel_size is not None:
@@ -122,6 +127,7 @@ def run(args) -> int:
     elif not math.isfinite(pixel_size_nm(signal)):
         print(f"warning: {args.input} has no pixel size: the CSV's nm columns are NaN; pass --pixel-size NM",
               file=sys.stderr)
+    others = _co_acquired(args, frame_count(signal), tuple(signal.axes_manager.signal_shape[::-1]))
     with _progress_bar(disable=args.quiet) as progress:
         aligned, shifts = correct_signal(signal, args.pipeline, reference=args.reference, max_gap=args.max_gap,
                                          order=args.order, mode=args.mode, scheduler=args.scheduler, notes=notes,
@@ -162,7 +168,35 @@ def run(args) -> int:
         writer.writeheader()
         writer.writerows(rows)
     print(f"written: {out} and {csv_path}")
+    if others:
+        from .positions import output_grid
+
+        shifts = np.asarray(record.shifts_px, float)
+        origin, out_shape = output_grid(tuple(signal.axes_manager.signal_shape[::-1]), shifts, args.mode)
+        applied = {"applied_from": str(args.input), **record.as_dictionary()}
+        for other in others:
+            target = applied_path(out, other.path)
+            other.save(other.shifted(shifts, origin, out_shape, args.order, math.nan), target, origin, applied)
+            print(f"written: {target} (the correction of {args.input} applied to {other.path})")
     return 0
+
+
+def _applied_outputs(args, out: Path) -> list[Path]:
+    from .coacquired import applied_path
+
+    inputs = [Path(args.input), *map(Path, args.apply_to)]
+    targets = [applied_path(out, Path(other)) for other in args.apply_to]
+    for target in targets:  # an OTHER is an input too: never written over
+        if any(target.exists() and source.exists() and target.resolve() == source.resolve() for source in inputs):
+            raise ValueError(f"{target} is an input: drift correct never writes over its inputs; choose another -o")
+    return targets
+
+
+def _co_acquired(args, frames: int, shape: tuple[int, int]) -> list:
+    """The --apply-to signals, each checked against the measured series (before anything is written)."""
+    from .coacquired import CoAcquired
+
+    return [CoAcquired(other, frames, shape) for other in args.apply_to]
 
 
 def _run_scan(args, out: Path, csv_path: Path) -> int:
@@ -172,19 +206,17 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
 
     import drift_framework as df
 
+    from .coacquired import applied_path
     from .source import frame_count, frame_data, load_images, pixel_size_nm
 
     field_path = out.with_name(out.stem + "-field.hspy")
-    check_outputs(Path(args.input), [out, csv_path, field_path], args.overwrite)
-    if args.pixel_time_us is None and args.line_time_us is None:
-        raise ValueError("--model scan needs the scan timing: --pixel-time-us (and --line-time-us with the "
-                         "fly-back, --frame-time-s with pauses between frames)")
+    check_outputs(Path(args.input), [out, csv_path, field_path, *_applied_outputs(args, out)], args.overwrite)
     signal = load_images(args.input, frame_axis=args.frame_axis, channel=args.channel)
+    timing = _scan_timing(args, signal)
     stack = np.stack([np.asarray(frame_data(signal, i), np.float32) for i in range(frame_count(signal))])
-    reg = df.register_series(stack, model="scan", pipeline=args.pipeline,
-                             pixel_time_s=None if args.pixel_time_us is None else args.pixel_time_us * 1e-6,
-                             line_time_s=None if args.line_time_us is None else args.line_time_us * 1e-6,
-                             frame_time_s=args.frame_time_s)
+    others = _co_acquired(args, len(stack), stack.shape[1:])
+    reg = df.register_series(stack, model="scan", pipeline=args.pipeline, pixel_time_s=timing["pixel_time_s"],
+                             line_time_s=timing["line_time_s"], frame_time_s=timing["frame_time_s"])
     nm = args.pixel_size if args.pixel_size is not None else pixel_size_nm(signal)
     aligned = hs.signals.Signal2D(reg.aligned)
     field = hs.signals.Signal2D(np.moveaxis(reg.field, -1, 1))  # (frame, dy/dx |y, x)
@@ -210,4 +242,32 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
         for i, ((dy, dx), misfit) in enumerate(zip(reg.shifts, reg.uncertainty)):
             print(f"{i:6d} {dy:+10.3f} {dx:+10.3f} {misfit:10.3f}")
     print(f"written: {out}, {field_path} and {csv_path}")
+    for other in others:
+        target = applied_path(out, other.path)
+        other.save(other.resampled(reg, args.order), target, np.zeros(2), {"applied_from": str(args.input), **record})
+        print(f"written: {target} (the field of {args.input} applied to {other.path})")
     return 0
+
+
+def _scan_timing(args, signal) -> dict[str, float | None]:
+    """The scan timing: the file's own (its metadata), else the options; an option that contradicts the file is an
+    error naming both.  Neither: an error saying what to give."""
+    from .source import scan_timing
+
+    recorded = scan_timing(signal)
+    given = {"pixel_time_s": None if args.pixel_time_us is None else args.pixel_time_us * 1e-6,
+             "line_time_s": None if args.line_time_us is None else args.line_time_us * 1e-6,
+             "frame_time_s": args.frame_time_s}
+    option = {"pixel_time_s": "--pixel-time-us", "line_time_s": "--line-time-us", "frame_time_s": "--frame-time-s"}
+    timing: dict[str, float | None] = {}
+    for name, value in given.items():
+        known = recorded.get(name)
+        if value is not None and known is not None and not math.isclose(value, known[0], rel_tol=0.01):
+            raise ValueError(f"{option[name]} ({value:g} s) contradicts {args.input}: {known[1]} = {known[0]:g} s; "
+                             "leave the option out, or correct the file's metadata")
+        timing[name] = value if value is not None else (known[0] if known else None)
+    if timing["pixel_time_s"] is None and timing["line_time_s"] is None:
+        raise ValueError(f"--model scan needs the scan timing: {args.input} records none (no dwell time in its "
+                         "metadata); give --pixel-time-us (and --line-time-us with the fly-back, --frame-time-s "
+                         "with pauses between frames)")
+    return timing

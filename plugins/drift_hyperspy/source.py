@@ -27,6 +27,24 @@ def load_images(path, *, lazy: bool = False, frame_axis: int | None = None, chan
     colour stacks need ``channel`` (``R``, ``G``, ``B`` or ``gray``).  What was inferred is appended to ``notes``.
     A ``.zspy`` store is a directory.
     """
+    from pathlib import Path
+
+    path = Path(path)
+    signal = read_signal(path, lazy=lazy)
+    if isinstance(signal, list):
+        images = [s for s in signal if s.axes_manager.signal_dimension == 2]
+        if not images:
+            raise HyperSpyError(f"{path}: holds {len(signal)} signals, none of them images")
+        signal = images[0]
+    signal = _intensities(signal, path, channel, notes)
+    signal = _as_stack(signal, path, frame_axis, notes)
+    if signal.data.dtype.kind == "c":
+        raise HyperSpyError(f"{path}: complex images; take the amplitude or phase first")
+    return signal
+
+
+def read_signal(path, *, lazy: bool = False):
+    """``hs.load(path)`` with one clear error for a missing or unreadable file (a list for multi-signal files)."""
     import logging
     from pathlib import Path
 
@@ -47,15 +65,6 @@ def load_images(path, *, lazy: bool = False, frame_axis: int | None = None, chan
         raise HyperSpyError(f"{path}: HyperSpy cannot read it ({type(exc).__name__}: {exc})") from None
     finally:
         hs_log.setLevel(level)
-    if isinstance(signal, list):
-        images = [s for s in signal if s.axes_manager.signal_dimension == 2]
-        if not images:
-            raise HyperSpyError(f"{path}: holds {len(signal)} signals, none of them images")
-        signal = images[0]
-    signal = _intensities(signal, path, channel, notes)
-    signal = _as_stack(signal, path, frame_axis, notes)
-    if signal.data.dtype.kind == "c":
-        raise HyperSpyError(f"{path}: complex images; take the amplitude or phase first")
     return signal
 
 
@@ -163,6 +172,41 @@ def frame_times(signal, default_period: float | None) -> np.ndarray:
     if period is None:
         period = signal.metadata.get_item("Acquisition_instrument.TEM.Detector.frame_time", None)
     return np.arange(1, n + 1) * float(period if period else 1.0)
+
+
+#: where files keep their scan timing: (metadata path, seconds per unit). HyperSpy maps DigitalMicrograph's DigiScan
+#: "Sample Time" and FEI/Zeiss SEM TIFF dwell times to ``Acquisition_instrument.*.dwell_time`` (s); Velox EMD keeps
+#: its scan block in the original metadata (s); Nion Swift its hardware source's properties (µs).
+_DWELL_KEYS = (("metadata", "Acquisition_instrument.TEM.dwell_time", 1.0),
+               ("metadata", "Acquisition_instrument.SEM.dwell_time", 1.0),
+               ("original_metadata", "Scan.DwellTime", 1.0),
+               ("metadata", "hardware_source.pixel_time_us", 1e-6))
+_LINE_KEYS = (("original_metadata", "Scan.LineTime", 1.0),
+              ("metadata", "hardware_source.line_time_us", 1e-6))
+_FRAME_KEYS = (("original_metadata", "Scan.FrameTime", 1.0),)
+
+
+def scan_timing(signal) -> dict[str, tuple[float, str]]:
+    """The scan timing a file records: ``{"pixel_time_s" | "line_time_s" | "frame_time_s": (seconds, where)}``,
+    ``where`` naming the key it came from.  Frame start to frame start also comes from a navigation axis in time
+    units (Velox writes one)."""
+    found: dict[str, tuple[float, str]] = {}
+    for name, keys in (("pixel_time_s", _DWELL_KEYS), ("line_time_s", _LINE_KEYS), ("frame_time_s", _FRAME_KEYS)):
+        for tree, key, unit in keys:
+            value = getattr(signal, tree).get_item(key, None)
+            try:
+                seconds = float(value) * unit
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(seconds) and seconds > 0:
+                found[name] = (seconds, f"{tree}.{key}")
+                break
+    if "frame_time_s" not in found and signal.axes_manager.navigation_dimension and frame_count(signal) > 1:
+        nav = signal.axes_manager.navigation_axes[0]
+        per = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6}.get(str(nav.units).strip())
+        if per is not None and nav.scale > 0:
+            found["frame_time_s"] = (float(nav.scale) * per, f"the {nav.name or 'frame'} axis ({nav.units})")
+    return found
 
 
 class HyperSpyFrames:
