@@ -25,6 +25,7 @@ import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.fft as sfft
@@ -364,13 +365,11 @@ class TaperedFrame:
         h, w = self._tapered.shape
         if self._power is None:
             self._power = np.abs(sfft.fft2(self._tapered, workers=-1)) ** 2
-        ky, kx = np.meshgrid(2 * np.pi * sfft.fftfreq(h), 2 * np.pi * sfft.fftfreq(w), indexing="ij")
-        index = np.stack([ky.ravel(), kx.ravel()], 1) @ np.linalg.inv(recip / 2)  # lattice coordinates of each bin
+        freqs, which = _frequency_grid(h, w, len(edges) - 1)
+        index = freqs @ np.linalg.inv(recip / 2)  # lattice coordinates of each bin
         nearest = np.round(index) @ (recip / 2)
-        gap = np.hypot(ky.ravel() - nearest[:, 0], kx.ravel() - nearest[:, 1])
+        gap = np.hypot(freqs[:, 0] - nearest[:, 0], freqs[:, 1] - nearest[:, 1])
         clear = gap > 2 * np.pi * 1.5 / min(h, w)
-        k = np.hypot(ky.ravel(), kx.ravel())
-        which = np.digitize(k, edges) - 1
         level = np.full(24, self._noise)
         # the lower quartile of each annulus (diffuse structure lifts the upper part of the distribution), where it
         # holds 16 bins or more
@@ -396,26 +395,33 @@ class TaperedFrame:
         h, w = self._tapered.shape
         ey = np.exp(-1j * np.outer(g[:, 0], np.arange(h)))
         ex = np.exp(-1j * np.outer(g[:, 1], np.arange(w)))
-        return np.einsum("gy,yx,gx->g", ey, self._tapered, ex)
+        return np.sum((ey @ self._tapered) * ex, axis=1)  # two matrix products: BLAS, not einsum's loops
 
+
+
+@lru_cache(maxsize=8)
+def _frequency_grid(h: int, w: int, annuli: int) -> tuple[np.ndarray, np.ndarray]:
+    """The angular frequencies (h·w, 2) of an ``h × w`` FFT's bins and the annulus of each (``annuli`` rings of
+    equal width up to π): the same for every frame of a size, so computed once."""
+    ky, kx = np.meshgrid(2 * np.pi * sfft.fftfreq(h), 2 * np.pi * sfft.fftfreq(w), indexing="ij")
+    freqs = np.stack([ky.ravel(), kx.ravel()], 1)
+    which = np.digitize(np.hypot(ky.ravel(), kx.ravel()), np.linspace(0.0, np.pi, annuli + 1)) - 1
+    freqs.setflags(write=False)
+    which.setflags(write=False)
+    return freqs, which
 
 
 def lower_quartiles(groups: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.quantile(values[groups == g], 0.25)`` for every group ``g < n`` in one sort (NaN where a group is
-    empty), and the size of each group; the same linear interpolation as NumPy's."""
+    """``np.quantile(values[groups == g], 0.25)`` for every group ``g < n`` (NaN where a group is empty), and the
+    size of each group; the values grouped by one stable integer sort, not one mask per group."""
     inside = (groups >= 0) & (groups < n)
     groups, values = groups[inside], values[inside]
-    ordered = values[np.lexsort((values, groups))]
     count = np.bincount(groups, minlength=n)[:n]
-    start = np.cumsum(count) - count
+    grouped = values[np.argsort(groups, kind="stable")]
+    ends = np.cumsum(count)
     quartile = np.full(n, np.nan)
-    filled = count > 0
-    first, size = start[filled], count[filled]
-    pos = 0.25 * (size - 1)
-    lo = np.floor(pos).astype(int)
-    t = pos - lo
-    a, b = ordered[first + lo], ordered[first + np.minimum(lo + 1, size - 1)]
-    quartile[filled] = np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+    for g in np.flatnonzero(count):
+        quartile[g] = np.quantile(grouped[ends[g] - count[g]:ends[g]], 0.25)
     return quartile, count
 
 

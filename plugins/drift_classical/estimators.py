@@ -69,23 +69,34 @@ class MapEstimator:
         h, w = cmap.data.shape
         start = (int(round(near[0] + cmap.center[0])) % h, int(round(near[1] + cmap.center[1])) % w)
         peak = _climb(cmap.data, start)
-        _, result = self._contest(cmap, vstd, noise, peak, keep_first=True)
+        shared = (cand.SignalSpectra(cmap.reference, cmap.moving, *noise),
+                  cand.OverlapComparison(cmap.reference, cmap.moving, *noise))
+        _, result = self._contest(cmap, vstd, noise, peak, keep_first=True, shared=shared)
         if result is None:
             return 1.0, ()
         if np.hypot(result.chosen.shift[0] - near[0], result.chosen.shift[1] - near[1]) > 0.5:
             return 0.0, (result.chosen.shift,)  # half a pixel or more from the correlation's own peak: not it
-        return result.distinct, tuple(r.shift for r in result.rivals)
+        distinct, rivals = result.distinct, tuple(r.shift for r in result.rivals)
+        # the correlation's own choice: where it starts from another peak and picks another candidate, ``near`` is
+        # right at most as often as that choice is wrong (the comparison above can miss a candidate the full
+        # contest weighs; from the same start, a rival that beats ``near`` has already taken its probability)
+        first = self.find_peak(cmap, vstd)
+        own = None if first == peak else self._contest(cmap, vstd, noise, first, keep_first=False, shared=shared)[1]
+        if own is not None and np.hypot(*np.subtract(own.chosen.shift, result.chosen.shift)) > 0.5:
+            distinct = min(distinct, 1.0 - own.distinct)
+            rivals = (own.chosen.shift, *(r for r in rivals if r != own.chosen.shift))
+        return distinct, rivals
 
-    def _contest(self, cmap, value_std, noise, peak, *, keep_first: bool):
+    def _contest(self, cmap, value_std, noise, peak, *, keep_first: bool, shared=None):
         data = cmap.data
         h, w = data.shape
         py, px = peak
         c0 = float(data[py, px])
         curv = abs(float(data[(py - 1) % h, px] + data[(py + 1) % h, px]) - 2 * c0) + \
             abs(float(data[py, (px - 1) % w] + data[py, (px + 1) % w]) - 2 * c0)
-        spectra = cand.SignalSpectra(cmap.reference, cmap.moving, *noise)
+        spectra, overlap = shared or (cand.SignalSpectra(cmap.reference, cmap.moving, *noise),
+                                      cand.OverlapComparison(cmap.reference, cmap.moving, *noise))
         window = 10.0 * value_std + 0.25 * curv + self.RELATIVE_AMBIGUITY * abs(c0)  # peaks sampled off-top read low
-        overlap = cand.OverlapComparison(cmap.reference, cmap.moving, *noise)
         scale = 1.0 if cmap.normalized else 1.0 / max(cmap.norm or 1.0, 1e-30)  # map units → correlation coefficient
         result = cand.contest(data, cmap.center, self.search_mask(cmap), spectra, overlap, window, peak,
                               tolerance=self.RELATIVE_AMBIGUITY * abs(c0) * scale, keep_first=keep_first)
