@@ -81,7 +81,8 @@ class MapEstimator:
         # right at most as often as that choice is wrong (the comparison above can miss a candidate the full
         # contest weighs; from the same start, a rival that beats ``near`` has already taken its probability)
         first = self.find_peak(cmap, vstd)
-        own = None if first == peak else self._contest(cmap, vstd, noise, first, keep_first=False, shared=shared)[1]
+        apart = math.hypot(first[0] - peak[0], first[1] - peak[1]) > 1.5  # not two summits of one noisy peak
+        own = self._contest(cmap, vstd, noise, first, keep_first=False, shared=shared)[1] if apart else None
         if own is not None and np.hypot(*np.subtract(own.chosen.shift, result.chosen.shift)) > 0.5:
             distinct = min(distinct, 1.0 - own.distinct)
             rivals = (own.chosen.shift, *(r for r in rivals if r != own.chosen.shift))
