@@ -22,7 +22,7 @@ from .assembly import load_pipeline
 from .series import pair_list, solve_positions
 from .types import Frame
 
-__all__ = ["register_series", "SeriesRegistration", "ScanTiming", "field_rmse"]
+__all__ = ["register_series", "SeriesRegistration", "ScanTiming", "field_rmse", "line_offsets", "resample"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def _timing(n: int, shape: tuple[int, int], metas: list[dict], pixel_time_s: flo
 def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | None = None,
                     line_time_s: float | None = None, frame_time_s: float | None = None,
                     pipeline: Any = "classical", strip_rows: int | None = None, knots_per_frame: int = 2,
-                    smoothness: float = 10.0) -> SeriesRegistration:
+                    smoothness: float = 10.0, line_jitter: bool = True) -> SeriesRegistration:
     """Register an image series against its first frame, rigidly or as a drift trajectory in time.
 
     Parameters
@@ -136,6 +136,9 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
         Knots of the piecewise-linear trajectory per frame time (``scan``).
     smoothness : float
         Weight of the trajectory's second-difference prior, in px⁻² of curvature per knot (``scan``).
+    line_jitter : bool
+        Also measure each scan line's x offset beyond the trajectory (fast-scan jitter; ``scan``, see
+        :func:`line_offsets`).
 
     Returns
     -------
@@ -160,7 +163,58 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     rows = strip_rows if strip_rows is not None else max(32, h // 8)
     trajectory, uncertainty = _fit_trajectory(stack, shifts, timing, pipe, rows, knots_per_frame, smoothness)
     field = np.stack([trajectory(timing.pixel_times(k, (h, w))) for k in range(n)])
+    if line_jitter:
+        field[..., 1] += line_offsets(stack, field)[:, :, None]
     return _finish(stack, field, uncertainty, model, timing)
+
+
+def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 3) -> np.ndarray:
+    """Per-line x offsets (N, H) of every frame's scan lines beyond a smooth ``field``: fast-scan jitter.
+
+    Each frame, aligned by ``field``, is compared row by row with the mean of the other frames (its own noise left
+    out): a row displaced by ``j`` along x reads ``template − j·∂ₓtemplate``, so ``j`` is the least-squares slope of
+    the residual on the template's gradient.  The other frames carry jitter of their own, which blurs and displaces
+    the template's rows: it is rebuilt from the frames corrected by the last estimates (``iterations`` times).
+    Rows are noisy alone: the estimates are shrunk by the fraction of their spread that their noise explains
+    (empirical Bayes), which leaves a series without jitter as it was, and their slow part (16 lines and longer:
+    the trajectory's) is removed.  Offsets are placed on the frame rows the aligned rows were scanned as.
+    """
+    from scipy import ndimage
+
+    n, h, w = stack.shape
+    smooth = resample(stack, field, order=3)
+    offsets = np.zeros((n, h))
+    scanned_rows = np.arange(h)[None, :] + np.nanmean(field[..., 0], axis=2)  # aligned row y ← this frame row
+    for iteration in range(iterations):
+        if iteration:
+            corrected = field.copy()
+            corrected[..., 1] += offsets[:, :, None]
+            current = resample(stack, corrected, order=3)
+        else:
+            current = smooth
+        seen = np.isfinite(current)
+        total, count = np.nansum(current, axis=0), seen.sum(axis=0)
+        for k in range(n):
+            others = count - seen[k]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                template = (total - np.where(seen[k], current[k], 0.0)) / others
+            grad = np.gradient(template, axis=1)
+            resid = smooth[k] - template
+            valid = np.isfinite(smooth[k]) & (others > 0) & np.isfinite(grad) & np.isfinite(resid)
+            g, r = np.where(valid, grad, 0.0), np.where(valid, resid, 0.0)
+            curvature = np.sum(g * g, axis=1)
+            good = curvature > 0
+            if not good.any():
+                continue
+            raw = np.where(good, -np.sum(r * g, axis=1) / np.maximum(curvature, 1e-30), 0.0)
+            noise = np.sum(r * r, axis=1) / np.maximum(valid.sum(axis=1) - 1, 1) / np.maximum(curvature, 1e-30)
+            raw = np.where(good, raw - ndimage.uniform_filter1d(raw, 16, mode="nearest"), 0.0)
+            # the jitter's variance is the estimates' spread less their noise; each row is weighed by its own
+            # noise (a row between the columns sees little of its offset)
+            signal = max(float(np.mean(raw[good] ** 2)) - float(np.mean(noise[good])), 0.0)
+            shrink = np.where(good, signal / np.maximum(signal + noise, 1e-30), 0.0)
+            offsets[k] = np.interp(np.arange(h), scanned_rows[k], shrink * raw)
+    return offsets
 
 
 def _fit_trajectory(stack: np.ndarray, shifts: np.ndarray, timing: ScanTiming, pipe: Any, rows: int,
@@ -239,7 +293,11 @@ def resample(frames: np.ndarray, field: np.ndarray, *, order: int = 3) -> np.nda
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
     out = np.empty(frames.shape, np.float32)
     for k in range(n):
-        where = [yy + field[k, ..., 0], xx + field[k, ..., 1]]
+        # the frame pixel q that shows ideal point p solves q = p + field(q): one fixed-point step from
+        # q ≈ p + field(p) reads the field where the content was scanned (a line's jitter belongs to its row)
+        guess = [yy + field[k, ..., 0], xx + field[k, ..., 1]]
+        where = [(yy, xx)[c] + ndimage.map_coordinates(field[k, ..., c], guess, order=1, mode="nearest")
+                 for c in (0, 1)]
         if frames.ndim == 3:
             out[k] = ndimage.map_coordinates(np.asarray(frames[k], np.float32), where, order=order,
                                              mode="constant", cval=np.nan)

@@ -158,3 +158,28 @@ def test_scan_timing_is_read_where_the_formats_keep_it():
     nion.metadata.set_item("hardware_source.pixel_time_us", 8.0)
     assert scan_timing(nion) == {"pixel_time_s": (pytest.approx(8e-6), "metadata.hardware_source.pixel_time_us")}
     assert scan_timing(hs.signals.Signal2D(np.zeros((2, 8, 8)))) == {}
+
+
+def test_line_jitter_is_in_the_truth_and_the_scan_model_measures_it():
+    """Fast-scan jitter displaces whole lines: the simulator's truth field carries it, and register_series
+    measures each line's offset against the other frames (the offsets common to all frames stay unknown: the
+    specimen is only known as their mean). Without jitter the line offsets change nothing."""
+    def series(jitter):
+        source = simulator_source(scan_time="pixel", shape=[128, 128], spacing_px=[14], scan_jitter_px=jitter,
+                                  noise={"kind": "poisson", "dose": 200.0}, seed=3,
+                                  drift=[{"kind": "linear", "velocity_px_per_frame": [1.0, 1.7]}])
+        frames = [source.acquire() for _ in range(8)]
+        return frames, np.stack([f.meta["true_field_px"] for f in frames])
+
+    frames, truth = series(0.3)
+    assert np.std(truth[..., 1].mean(axis=2) - np.median(truth[..., 1], axis=2)) < 0.05  # one offset per line
+    plain = df.register_series(frames, model="scan", line_jitter=False)
+    measured = df.register_series(frames, model="scan")
+    assert field_rmse(plain.field, truth) > 0.25  # the jitter is in the truth, not in a smooth trajectory
+    assert field_rmse(measured.field, truth) < 0.7 * field_rmse(plain.field, truth), (
+        field_rmse(plain.field, truth), field_rmse(measured.field, truth))
+
+    frames, truth = series(0.0)
+    plain = df.register_series(frames, model="scan", line_jitter=False)
+    measured = df.register_series(frames, model="scan")
+    assert abs(field_rmse(measured.field, truth) - field_rmse(plain.field, truth)) < 0.01

@@ -120,7 +120,10 @@ class VirtualMicroscope:
         clean, vibration = self.scan(self.origin0 - offset - self.drift0, self.shape, self.time_s,
                                      displacement=None if field is None else field - offset)
         if self.p["scan_jitter_px"] > 0:
-            clean = self._jitter_rows(clean)
+            clean, jitter = self._jitter_rows(clean)
+            if field is not None:  # each line's content lands ``jitter`` further along x: part of the truth
+                field = field.copy()
+                field[..., 1] += jitter[:, None]
         if self.p["background"]["amplitude"]:
             clean = clean + self.background
         noisy, info = add_noise(clean, self.p["noise"], self.rng)
@@ -217,15 +220,16 @@ class VirtualMicroscope:
         image = ndimage.map_coordinates(big, [rows, cols], order=3, mode="nearest").astype(np.float32)
         return image, amplitude * float(wave.mean())
 
-    def _jitter_rows(self, image: np.ndarray) -> np.ndarray:
-        # Each scan line lands a little off in x: shift rows by linear interpolation along x.
+    def _jitter_rows(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each scan line lands a little off in x: rows shifted by linear interpolation along x; the image and the
+        offset of each line (px, the content's displacement)."""
         h, w = image.shape
         dx = self.rng.normal(0, self.p["scan_jitter_px"], h)
         x = np.arange(w)[None, :] - dx[:, None]
         x0 = np.clip(np.floor(x).astype(int), 0, w - 2)
         f = np.clip(x - x0, 0, 1)
         rows = np.arange(h)[:, None]
-        return ((1 - f) * image[rows, x0] + f * image[rows, x0 + 1]).astype(np.float32)
+        return ((1 - f) * image[rows, x0] + f * image[rows, x0 + 1]).astype(np.float32), dx
 
     def close(self) -> None:
         self.actuators.clear()
