@@ -114,7 +114,8 @@ def _timing(n: int, shape: tuple[int, int], metas: list[dict], pixel_time_s: flo
 def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | None = None,
                     line_time_s: float | None = None, frame_time_s: float | None = None,
                     pipeline: Any = "classical", strip_rows: int | None = None, knots_per_frame: int = 2,
-                    smoothness: float = 10.0, line_jitter: bool = True) -> SeriesRegistration:
+                    smoothness: float = 10.0, line_jitter: bool = True,
+                    template_passes: int = 0) -> SeriesRegistration:
     """Register an image series against its first frame, rigidly or as a drift trajectory in time.
 
     Parameters
@@ -139,6 +140,11 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     line_jitter : bool
         Also measure each scan line's x offset beyond the trajectory (fast-scan jitter; ``scan``, see
         :func:`line_offsets`).
+    template_passes : int
+        Refits of the trajectory to strips measured against the other frames' mean instead of the first frame
+        (``scan``; with more ``knots_per_frame``, for drift that changes within a frame).  On the shared real
+        SrTiO3 stack, 8 knots and one pass take the RMS disagreement of 64² patches from 1.10 to 0.65 px. On the
+        simulator's smooth drift, one pass changes it by less than 0.01 px and costs half again the time.
 
     Returns
     -------
@@ -163,6 +169,9 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     rows = strip_rows if strip_rows is not None else max(32, h // 8)
     trajectory, uncertainty = _fit_trajectory(stack, shifts, timing, pipe, rows, knots_per_frame, smoothness)
     field = np.stack([trajectory(timing.pixel_times(k, (h, w))) for k in range(n)])
+    for _ in range(template_passes):
+        trajectory, uncertainty = _refit_to_template(stack, field, timing, pipe, rows, knots_per_frame, smoothness)
+        field = np.stack([trajectory(timing.pixel_times(k, (h, w))) for k in range(n)])
     if line_jitter:
         field[..., 1] += line_offsets(stack, field)[:, :, None]
     return _finish(stack, field, uncertainty, model, timing)
@@ -239,35 +248,98 @@ def _fit_trajectory(stack: np.ndarray, shifts: np.ndarray, timing: ScanTiming, p
             if not (np.all(np.isfinite(s.vector)) and s.confidence >= 0.5):
                 continue
             obs.append((mid(k, r0), mid(0, q0), np.array([ly + s.dy, lx + s.dx]), max(s.sigma, 0.02), k))
-    t_end = timing.frame_starts_s[-1] + h * timing.line_time_s
-    frame_s = timing.frame_starts_s[1] - timing.frame_starts_s[0] if n > 1 else t_end
-    knots = np.linspace(0.0, t_end, max(3, int(np.ceil(t_end / frame_s * knots_per_frame)) + 1))
-
-    def basis(t: Any) -> np.ndarray:
-        """Hat functions of the knots at times ``t`` (…, len(knots))."""
-        t = np.clip(np.asarray(t, float), knots[0], knots[-1])
-        return np.maximum(0.0, 1.0 - np.abs(t[..., None] - knots) / np.diff(knots)[0])
-
     if len(obs) < 2:
         raise ValueError("model='scan': too few strips could be measured against the first frame (the drift "
                          "moved them out of view, or the frames are too noisy); use model='rigid'")
+    basis = _HatBasis(timing, n, h, knots_per_frame)
     a = np.array([basis(tm) - basis(tr) for tm, tr, _, _, _ in obs])
-    y = np.array([m for _, _, m, _, _ in obs])
-    weight = 1.0 / np.array([s for _, _, _, s, _ in obs])
-    curvature = np.diff(np.eye(len(knots)), 2, axis=0) * np.sqrt(smoothness)
-    design = np.vstack([a * weight[:, None], curvature])[:, 1:]  # knot 0 is d(0) = 0: the reference time
+    trajectory, uncertainty = _solve(basis, a, obs, n, smoothness, anchored=True)
+    uncertainty[0] = 0.0
+    return trajectory, uncertainty
+
+
+class _HatBasis:
+    """Piecewise-linear functions of time: hat functions on ``knots_per_frame`` knots per frame time."""
+
+    def __init__(self, timing: ScanTiming, n: int, h: int, knots_per_frame: int):
+        t_end = timing.frame_starts_s[-1] + h * timing.line_time_s
+        frame_s = timing.frame_starts_s[1] - timing.frame_starts_s[0] if n > 1 else t_end
+        self.knots = np.linspace(0.0, t_end, max(3, int(np.ceil(t_end / frame_s * knots_per_frame)) + 1))
+
+    def __call__(self, t: Any) -> np.ndarray:
+        """Hat functions of the knots at times ``t`` (…, len(knots))."""
+        knots = self.knots
+        t = np.clip(np.asarray(t, float), knots[0], knots[-1])
+        return np.maximum(0.0, 1.0 - np.abs(t[..., None] - knots) / np.diff(knots)[0])
+
+
+def _solve(basis: _HatBasis, a: np.ndarray, obs: list, n: int, smoothness: float,
+           anchored: bool) -> tuple[Callable[[Any], np.ndarray], np.ndarray]:
+    """Weighted least squares of the knot values under a second-difference prior; ``anchored``: ``d(0) = 0`` (the
+    measurements are differences, which leave the origin free).  The trajectory, and each frame's RMS misfit."""
+    y = np.array([o[2] for o in obs])
+    weight = 1.0 / np.array([o[3] for o in obs])
+    curvature = np.diff(np.eye(len(basis.knots)), 2, axis=0) * np.sqrt(smoothness)
+    design = np.vstack([a * weight[:, None], curvature])
     target = np.vstack([y * weight[:, None], np.zeros((len(curvature), 2))])
-    coef = np.vstack([np.zeros((1, 2)), np.linalg.lstsq(design, target, rcond=None)[0]])
+    if anchored:
+        coef = np.vstack([np.zeros((1, 2)), np.linalg.lstsq(design[:, 1:], target, rcond=None)[0]])
+    else:
+        coef = np.linalg.lstsq(design, target, rcond=None)[0]
     residual = a @ coef - y
-    which = np.array([k for *_, k in obs])
+    which = np.array([o[-1] for o in obs])
     uncertainty = np.array([float(np.sqrt(np.mean(np.sum(residual[which == k] ** 2, axis=1))))
                             if np.any(which == k) else np.nan for k in range(n)])
-    uncertainty[0] = 0.0
 
     def trajectory(t: Any) -> np.ndarray:
         return basis(t) @ coef
 
     return trajectory, uncertainty
+
+
+def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming, pipe: Any, rows: int,
+                       knots_per_frame: int, smoothness: float) -> tuple[Callable[[Any], np.ndarray], np.ndarray]:
+    """Strips of every frame (the first too) against the others' mean, warped to where this frame scanned it.
+
+    The first fit measures strips against the first frame only: its noise enters every measurement alike, and its
+    own distortion is known only through the smoothness of ``d(t)``.  Here each strip is compared with what the
+    current field predicts it shows — the mean of the other aligned frames (the specimen, with this frame's noise
+    left out) warped by this frame's field — and the residual shift is added to the field at the strip's time, so
+    ``d(t)`` is measured directly at every strip and the fit needs no anchor.
+    """
+    from scipy import ndimage
+
+    n, h, w = stack.shape
+    rows = min(rows, h)
+    aligned = resample(stack, field)
+    seen = np.isfinite(aligned)
+    total, count = np.nansum(aligned, axis=0), seen.sum(axis=0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    obs: list[tuple[float, None, np.ndarray, float, int]] = []
+    for k in range(n):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            template = (total - np.where(seen[k], aligned[k], 0.0)) / (count - seen[k])
+        known = np.isfinite(template)
+        fill = float(np.nanmean(template))
+        where = [yy - field[k, ..., 0], xx - field[k, ..., 1]]  # frame pixel q shows ideal q − field(q)
+        predicted = ndimage.map_coordinates(np.where(known, template, fill), where, order=3, mode="nearest")
+        covered = ndimage.map_coordinates(known.astype(np.float32), where, order=1, mode="constant") > 0.99
+        for r0 in range(0, h - rows + 1, rows):
+            band = slice(r0, r0 + rows)
+            cols = np.flatnonzero(covered[band].all(axis=0))
+            if len(cols) < 16:
+                continue
+            c0, c1 = int(cols[0]), int(cols[-1]) + 1
+            s = pipe.estimate(predicted[band, c0:c1], stack[k, band, c0:c1])
+            if not (np.all(np.isfinite(s.vector)) and s.confidence >= 0.5 and np.hypot(s.dy, s.dx) < 3.0):
+                continue
+            t_mid = timing.pixel_times(k, (h, w))[r0 + rows // 2, (c0 + c1) // 2]
+            here = field[k, band, c0:c1].reshape(-1, 2).mean(axis=0)
+            obs.append((float(t_mid), None, here + s.vector, max(s.sigma, 0.02), k))
+    basis = _HatBasis(timing, n, h, knots_per_frame)
+    if len(obs) < 2:
+        raise ValueError("model='scan': too few strips could be compared with the series' mean")
+    return _solve(basis, np.array([basis(o[0]) for o in obs]), obs, n, smoothness, anchored=False)
 
 
 def _finish(stack: np.ndarray, field: np.ndarray, uncertainty: np.ndarray, model: str,
