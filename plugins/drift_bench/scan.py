@@ -18,7 +18,6 @@ from .pairs import pair_source
 from .recorded import read_stack
 from .report import command_line, markdown_table, write_table
 
-
 REAL_STACK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "stem_abf_data_imagestack.hspy"
 #: the real stack's models: (label, register_series keywords); its frames carry no timing (relative times suffice)
 REAL_MODELS = (("rigid", {"model": "rigid"}),
