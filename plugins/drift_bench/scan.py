@@ -134,8 +134,9 @@ def run(args) -> int:
                     rows.append(row)
                     print(markdown_table([row]).splitlines()[-1], flush=True)
     notes = ("\nRigid: one shift per frame (frame-to-frame chain, `classical`). skimage: scikit-image's "
-             "`phase_cross_correlation` against the first frame (upsample 100, `normalization=None`); hyperspy: HyperSpy's "
-             "`estimate_shift2D` (its defaults, sub-pixel factor 20), both one shift per frame. Scan: `register_series(model='scan')`, strips "
+             "`phase_cross_correlation` against the first frame (upsample 100, `normalization=None`); hyperspy: "
+             "HyperSpy's `estimate_shift2D` (its defaults, sub-pixel factor 20), both one shift per frame. Scan: "
+             "`register_series(model='scan')`, strips "
              "of max(32, H/8) rows against the first frame, a piecewise-linear trajectory with 2 knots per frame "
              "time, then each line's x offset against the other frames (`line_offsets`). Line jitter is part of the "
              "truth field. The part common to all frames cannot be measured, because the specimen is only known as "
