@@ -177,16 +177,17 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     return _finish(stack, field, uncertainty, model, timing)
 
 
-def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 3) -> np.ndarray:
+def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 2) -> np.ndarray:
     """Per-line x offsets (N, H) of every frame's scan lines beyond a smooth ``field``: fast-scan jitter.
 
     Each frame, aligned by ``field``, is compared row by row with the mean of the other frames (its own noise left
     out): a row displaced by ``j`` along x reads ``template − j·∂ₓtemplate``, so ``j`` is the least-squares slope of
     the residual on the template's gradient.  The other frames carry jitter of their own, which blurs and displaces
     the template's rows: it is rebuilt from the frames corrected by the last estimates (``iterations`` times).
-    Rows are noisy alone: the estimates are shrunk by the fraction of their spread that their noise explains
-    (empirical Bayes), which leaves a series without jitter as it was, and their slow part (16 lines and longer:
-    the trajectory's) is removed.  Offsets are placed on the frame rows the aligned rows were scanned as.
+    Rows are noisy alone: each estimate is shrunk by its own noise against the jitter's variance (the estimates'
+    spread less their mean noise: empirical Bayes), which leaves a series without jitter as it was, and their slow
+    part (16 lines and longer: the trajectory's) is removed.  Offsets are placed on the frame rows the aligned rows
+    were scanned as.  What all frames share cannot be measured: the specimen is known only as their mean.
     """
     from scipy import ndimage
 
