@@ -139,6 +139,12 @@ def test_apply_to_moves_co_acquired_images_and_spectrum_images_with_the_measured
                     "--apply-to", str(tmp_path / "short.hspy"))
     assert res.returncode == 2 and "short.hspy: 3 frame(s)" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "again.hspy").exists()
+    # two co-acquired files of one name would write one output: refused, nothing written
+    (tmp_path / "b").mkdir()
+    haadf.save(tmp_path / "b" / "haadf.hspy")
+    res = drift_cli("correct", str(tmp_path / "abf.hspy"), "-o", str(tmp_path / "again.hspy"),
+                    "--apply-to", str(tmp_path / "haadf.hspy"), "--apply-to", str(tmp_path / "b" / "haadf.hspy"))
+    assert res.returncode == 2 and "same output" in res.stderr and not (tmp_path / "again.hspy").exists()
 
 
 def test_scan_timing_is_read_where_the_formats_keep_it():

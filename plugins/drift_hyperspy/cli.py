@@ -186,6 +186,9 @@ def _applied_outputs(args, out: Path) -> list[Path]:
 
     inputs = [Path(args.input), *map(Path, args.apply_to)]
     targets = [applied_path(out, Path(other)) for other in args.apply_to]
+    if len(set(targets)) < len(targets):
+        raise ValueError(f"--apply-to files with the same name would write the same output "
+                         f"({', '.join(sorted({str(t) for t in targets if targets.count(t) > 1}))}); rename one")
     for target in targets:  # an OTHER is an input too: never written over
         if any(target.exists() and source.exists() and target.resolve() == source.resolve() for source in inputs):
             raise ValueError(f"{target} is an input: drift correct never writes over its inputs; choose another -o")
