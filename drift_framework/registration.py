@@ -56,6 +56,7 @@ class SeriesRegistration:
     uncertainty: np.ndarray
     model: str
     timing: ScanTiming | None = None
+    notes: tuple[str, ...] = ()  # what could not be measured, and the coarser model used there
 
     def apply(self, data: Any, *, order: int = 3) -> np.ndarray:
         """Resample data acquired with the registered frames by the same field: the simultaneous HAADF of an ABF
@@ -167,14 +168,32 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
         return _finish(stack, field, sigma, model, None)
     timing = _timing(n, (h, w), metas, pixel_time_s, line_time_s, frame_time_s)
     rows = strip_rows if strip_rows is not None else max(32, h // 8)
-    trajectory, uncertainty = _fit_trajectory(stack, shifts, timing, pipe, rows, knots_per_frame, smoothness)
+    try:
+        trajectory, uncertainty = _fit_trajectory(stack, shifts, timing, pipe, rows, knots_per_frame, smoothness)
+    except _TooFewStrips as exc:  # the coarser model rather than none: one shift per frame
+        field = np.broadcast_to(shifts[:, None, None, :], (n, h, w, 2)).copy()
+        return _finish(stack, field, sigma, "rigid", timing, (f"{exc}: the rigid model is used instead",))
+    notes = []
+    unmeasured = [k for k in range(1, n) if not np.isfinite(uncertainty[k])]
+    if unmeasured:
+        notes.append(f"model='scan': no strip of frame(s) {', '.join(map(str, unmeasured))} could be measured "
+                     f"({rows}-row strips, confidence < 0.5): their field follows the trajectory of the others")
     field = np.stack([trajectory(timing.pixel_times(k, (h, w))) for k in range(n)])
     for _ in range(template_passes):
-        trajectory, uncertainty = _refit_to_template(stack, field, timing, pipe, rows, knots_per_frame, smoothness)
+        try:
+            trajectory, uncertainty = _refit_to_template(stack, field, timing, pipe, rows, knots_per_frame,
+                                                         smoothness)
+        except _TooFewStrips as exc:
+            notes.append(f"{exc}: the first fit is kept")
+            break
         field = np.stack([trajectory(timing.pixel_times(k, (h, w))) for k in range(n)])
     if line_jitter:
         field[..., 1] += line_offsets(stack, field)[:, :, None]
-    return _finish(stack, field, uncertainty, model, timing)
+    return _finish(stack, field, uncertainty, model, timing, tuple(notes))
+
+
+class _TooFewStrips(ValueError):
+    """Fewer than two strips of the series could be measured: no trajectory can be fitted."""
 
 
 def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 2) -> np.ndarray:
@@ -250,8 +269,8 @@ def _fit_trajectory(stack: np.ndarray, shifts: np.ndarray, timing: ScanTiming, p
                 continue
             obs.append((mid(k, r0), mid(0, q0), np.array([ly + s.dy, lx + s.dx]), max(s.sigma, 0.02), k))
     if len(obs) < 2:
-        raise ValueError("model='scan': too few strips could be measured against the first frame (the drift "
-                         "moved them out of view, or the frames are too noisy); use model='rigid'")
+        raise _TooFewStrips(f"model='scan': {len(obs)} strip(s) of {rows} rows could be measured against the "
+                            "first frame (the drift moved them out of view, or the strips are too noisy)")
     basis = _HatBasis(timing, n, h, knots_per_frame)
     a = np.array([basis(tm) - basis(tr) for tm, tr, _, _, _ in obs])
     trajectory, uncertainty = _solve(basis, a, obs, n, smoothness, anchored=True)
@@ -339,12 +358,12 @@ def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming,
             obs.append((float(t_mid), None, here + s.vector, max(s.sigma, 0.02), k))
     basis = _HatBasis(timing, n, h, knots_per_frame)
     if len(obs) < 2:
-        raise ValueError("model='scan': too few strips could be compared with the series' mean")
+        raise _TooFewStrips(f"model='scan': {len(obs)} strip(s) could be compared with the series' mean")
     return _solve(basis, np.array([basis(o[0]) for o in obs]), obs, n, smoothness, anchored=False)
 
 
 def _finish(stack: np.ndarray, field: np.ndarray, uncertainty: np.ndarray, model: str,
-            timing: ScanTiming | None) -> SeriesRegistration:
+            timing: ScanTiming | None, notes: tuple[str, ...] = ()) -> SeriesRegistration:
     """Resample every frame onto the undistorted grid: ``ideal[p] ≈ frame[p + field(p)]`` (smooth fields)."""
     aligned = resample(stack, field)
     with warnings.catch_warnings():  # pixels no frame saw stay NaN
@@ -353,7 +372,7 @@ def _finish(stack: np.ndarray, field: np.ndarray, uncertainty: np.ndarray, model
     shifts = field.mean(axis=(1, 2))
     return SeriesRegistration(field=field.astype(np.float32), shifts=shifts, aligned=aligned,
                               average=np.asarray(average, np.float32), uncertainty=uncertainty, model=model,
-                              timing=timing)
+                              timing=timing, notes=notes)
 
 
 def resample(frames: np.ndarray, field: np.ndarray, *, order: int = 3) -> np.ndarray:

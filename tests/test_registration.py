@@ -199,3 +199,15 @@ def test_template_passes_measure_every_frame_against_the_others_mean():
     refit = df.register_series(frames, model="scan", line_jitter=False, template_passes=1, knots_per_frame=4)
     assert field_rmse(refit.field, truth) < 0.15, field_rmse(refit.field, truth)
     assert field_rmse(refit.field, truth) < field_rmse(first.field, truth) + 0.03
+
+
+def test_strips_too_noisy_to_measure_fall_back_to_the_rigid_model_and_say_so():
+    """Strips of 128 rows in 128² frames leave nothing to fit inside a frame; strips too noisy to be confident
+    leave frames unmeasured: the registration says which, and uses the coarser model instead of failing."""
+    frames, truth = _series([1.0, 0.5], snr=4.0, n=4)
+    coarse = df.register_series(frames, model="scan", strip_rows=128)
+    assert coarse.model == "rigid" and "the rigid model is used instead" in coarse.notes[0]
+    assert field_rmse(coarse.field, truth) < 0.5
+    noisy, truth = _series([1.0, 0.5], snr=0.05, n=4)
+    reg = df.register_series(noisy, model="scan")
+    assert reg.notes and ("could be measured" in reg.notes[0]), reg.notes

@@ -226,8 +226,10 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
     for target in (aligned, field):
         for src, dst in zip(signal.axes_manager.signal_axes, target.axes_manager.signal_axes):
             dst.name, dst.units, dst.scale, dst.offset = src.name, src.units, src.scale, src.offset
-    record = {"model": "scan", "pipeline": str(args.pipeline), "shifts_px": reg.shifts.tolist(),
-              "misfit_px": reg.uncertainty.tolist(), "field": str(field_path),
+    for note in reg.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    record = {"model": reg.model, "pipeline": str(args.pipeline), "shifts_px": reg.shifts.tolist(),
+              "misfit_px": reg.uncertainty.tolist(), "field": str(field_path), "notes": list(reg.notes),
               "sign_convention": "frame_k[y, x] ≈ ideal[y − dy, x − dx]; ideal = scanned instantly at the first pixel"}
     aligned.metadata.set_item("drift_framework", record)
     field.metadata.General.title = "content displacement (dy, dx) per pixel, px"
