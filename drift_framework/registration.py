@@ -27,16 +27,21 @@ __all__ = ["register_series", "SeriesRegistration", "ScanTiming", "field_rmse", 
 
 @dataclass(frozen=True)
 class ScanTiming:
-    """When each pixel was acquired: pixel ``(y, x)`` of frame ``k`` at ``frame_starts[k] + y·line + x·pixel``."""
+    """When each pixel was acquired: pixel ``(y, x)`` of frame ``k`` at ``frame_starts[k] + y·line + x·pixel``
+    (``serpentine``: odd lines run right to left, ``(w − 1 − x)·pixel``)."""
 
     pixel_time_s: float
     line_time_s: float
     frame_starts_s: np.ndarray
+    serpentine: bool = False
 
     def pixel_times(self, k: int, shape: tuple[int, int]) -> np.ndarray:
         h, w = shape
-        return self.frame_starts_s[k] + np.arange(h)[:, None] * self.line_time_s + \
-            (np.arange(w)[None, :] + 0.5) * self.pixel_time_s
+        along = np.broadcast_to((np.arange(w) + 0.5) * self.pixel_time_s, (h, w))
+        if self.serpentine:
+            along = along.copy()
+            along[1::2] = along[1::2, ::-1]
+        return self.frame_starts_s[k] + np.arange(h)[:, None] * self.line_time_s + along
 
 
 @dataclass
@@ -83,7 +88,7 @@ def _stack(frames: Any) -> tuple[np.ndarray, list[dict]]:
 
 
 def _timing(n: int, shape: tuple[int, int], metas: list[dict], pixel_time_s: float | None,
-            line_time_s: float | None, frame_time_s: float | None) -> ScanTiming:
+            line_time_s: float | None, frame_time_s: float | None, serpentine: bool | None = None) -> ScanTiming:
     """Timing from the frames' metadata (``meta["scan"]``) when they carry it, else from the arguments."""
     scans: list[Any] = [m.get("scan") for m in metas]
     if all(isinstance(s, dict) and "t_start_s" in s for s in scans):
@@ -98,7 +103,11 @@ def _timing(n: int, shape: tuple[int, int], metas: list[dict], pixel_time_s: flo
             if given is not None and known is not None and not math.isclose(given, known, rel_tol=0.01):
                 raise ValueError(f"{name}={given:g} s contradicts the frames' own timing (meta['scan']: "
                                  f"{known:g} s); leave it out, or correct the metadata")
-        return ScanTiming(pixel, line, starts)
+        recorded_serpentine = bool(first.get("serpentine", False))
+        if serpentine is not None and serpentine != recorded_serpentine:
+            raise ValueError(f"serpentine={serpentine} contradicts the frames' own timing (meta['scan']: "
+                             f"serpentine={recorded_serpentine}); leave it out, or correct the metadata")
+        return ScanTiming(pixel, line, starts, recorded_serpentine)
     if pixel_time_s is None and line_time_s is None:
         raise ValueError("model='scan' needs the scan timing: the frames carry none (meta['scan']); give "
                          "pixel_time_s (and line_time_s with the fly-back, frame_time_s with pauses between frames)")
@@ -109,14 +118,14 @@ def _timing(n: int, shape: tuple[int, int], metas: list[dict], pixel_time_s: flo
     if not (pixel > 0 and line >= pixel * w and frame >= line * h):
         raise ValueError(f"inconsistent scan timing: pixel {pixel:g} s, line {line:g} s, frame {frame:g} s "
                          "(a line holds its pixels, a frame its lines)")
-    return ScanTiming(pixel, line, np.arange(n) * frame)
+    return ScanTiming(pixel, line, np.arange(n) * frame, bool(serpentine))
 
 
 def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | None = None,
                     line_time_s: float | None = None, frame_time_s: float | None = None,
                     pipeline: Any = "classical", strip_rows: int | None = None, knots_per_frame: int = 2,
                     smoothness: float = 10.0, line_jitter: bool = True,
-                    template_passes: int = 0) -> SeriesRegistration:
+                    template_passes: int = 0, serpentine: bool | None = None) -> SeriesRegistration:
     """Register an image series against its first frame, rigidly or as a drift trajectory in time.
 
     Parameters
@@ -141,6 +150,8 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     line_jitter : bool
         Also measure each scan line's x offset beyond the trajectory (fast-scan jitter; ``scan``, see
         :func:`line_offsets`).
+    serpentine : bool, optional
+        Odd lines scanned right to left (``scan``; default: the frames' ``meta["scan"]``, else raster).
     template_passes : int
         Refits of the trajectory to strips measured against the other frames' mean instead of the first frame
         (``scan``; with more ``knots_per_frame``, for drift that changes within a frame).  On the shared real
@@ -166,7 +177,7 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     if model == "rigid":
         field = np.broadcast_to(shifts[:, None, None, :], (n, h, w, 2)).copy()
         return _finish(stack, field, sigma, model, None)
-    timing = _timing(n, (h, w), metas, pixel_time_s, line_time_s, frame_time_s)
+    timing = _timing(n, (h, w), metas, pixel_time_s, line_time_s, frame_time_s, serpentine)
     rows = strip_rows if strip_rows is not None else max(32, h // 8)
     try:
         trajectory, uncertainty = _fit_trajectory(stack, shifts, timing, pipe, rows, knots_per_frame, smoothness)

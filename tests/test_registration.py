@@ -211,3 +211,25 @@ def test_strips_too_noisy_to_measure_fall_back_to_the_rigid_model_and_say_so():
     noisy, truth = _series([1.0, 0.5], snr=0.05, n=4)
     reg = df.register_series(noisy, model="scan")
     assert reg.notes and ("could be measured" in reg.notes[0]), reg.notes
+
+
+def test_a_serpentine_scan_is_timed_line_by_line_in_both_directions():
+    """Odd lines scanned right to left: the simulator times each pixel so, the frames say so, and the scan model
+    follows; assumed raster, the in-line drift of odd lines comes out reversed."""
+    source = simulator_source(scan_time="pixel", shape=[128, 128], spacing_px=[14], serpentine=True, dwell_us=40.0,
+                              noise={"kind": "gaussian", "snr": 4.0}, seed=4,
+                              drift=[{"kind": "linear", "velocity_px_per_frame": [1.0, 3.0]}])
+    frames = [source.acquire() for _ in range(5)]
+    truth = np.stack([f.meta["true_field_px"] for f in frames])
+    along = truth[0, 1, :, 1] - truth[0, 1, 0, 1]  # an odd line: its last pixel was scanned first
+    assert along[-1] < along[0] - 0.005 and frames[0].meta["scan"]["serpentine"] is True
+    followed = df.register_series(frames, model="scan", line_jitter=False)
+    assert followed.timing.serpentine and field_rmse(followed.field, truth) < 0.15
+    with pytest.raises(ValueError, match="serpentine=False contradicts"):
+        df.register_series(frames, model="scan", serpentine=False)
+    stack = np.stack([f.data for f in frames])
+    raster = df.register_series(stack, model="scan", pixel_time_s=40e-6, line_jitter=False)
+    serpentine = df.register_series(stack, model="scan", pixel_time_s=40e-6, serpentine=True, line_jitter=False)
+    in_line = lambda reg: float(reg.field[0, 1, -1, 1] - reg.field[0, 1, 0, 1])  # noqa: E731  (odd line)
+    assert in_line(serpentine) < 0 < in_line(raster)  # the truth's direction only with the scan's own timing
+    assert abs(in_line(serpentine) - along[-1]) < 0.01

@@ -47,6 +47,8 @@ def add_parser(subparsers) -> None:
                                                       "(default: the pixels of a line)")
     p.add_argument("--frame-time-s", type=float, help="--model scan: frame start to frame start, s "
                                                       "(default: the lines of a frame)")
+    p.add_argument("--serpentine", action="store_true",
+                   help="--model scan: odd lines were scanned right to left (a serpentine scan)")
     p.add_argument("--apply-to", action="append", default=[], metavar="OTHER",
                    help="apply the same correction to data acquired with INPUT (the simultaneous HAADF of an ABF "
                         "series, an EDS/EELS spectrum image per frame), on the same scan grid; written beside "
@@ -219,7 +221,8 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
     stack = np.stack([np.asarray(frame_data(signal, i), np.float32) for i in range(frame_count(signal))])
     others = _co_acquired(args, len(stack), stack.shape[1:])
     reg = df.register_series(stack, model="scan", pipeline=args.pipeline, pixel_time_s=timing["pixel_time_s"],
-                             line_time_s=timing["line_time_s"], frame_time_s=timing["frame_time_s"])
+                             line_time_s=timing["line_time_s"], frame_time_s=timing["frame_time_s"],
+                             serpentine=args.serpentine)
     nm = args.pixel_size if args.pixel_size is not None else pixel_size_nm(signal)
     aligned = hs.signals.Signal2D(reg.aligned)
     field = hs.signals.Signal2D(np.moveaxis(reg.field, -1, 1))  # (frame, dy/dx |y, x)

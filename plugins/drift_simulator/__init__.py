@@ -74,6 +74,8 @@ SOURCE_PARAMS = {
     "drift": Param("list", [], "Drift models, summed", item=Param("mapping", variants=_DRIFT)),
     "dwell_us": Param("float", 2.0, "Pixel dwell time, µs", gt=0),
     "flyback_us": Param("float", 0.0, "Line fly-back time, µs", ge=0),
+    "serpentine": Param("bool", False, "Scan odd lines right to left (a serpentine scan: no fly-back needed); "
+                                       "with scan_time: pixel, each pixel's time follows"),
     "pixel_size_nm": Param("float", 0.03, "Pixel size, nm", gt=0),
     "seed": Param("int", None, "Random seed (default: run.seed)", nullable=True),
     "scan_time": Param("str", "frame", "frame: each frame is rendered at its mid-time (a rigid snapshot); pixel: every "

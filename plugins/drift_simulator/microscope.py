@@ -134,7 +134,7 @@ class VirtualMicroscope:
         if field is not None:
             frame.meta["true_field_px"] = field.astype(np.float32)
             frame.meta["scan"] = {"t_start_s": self.time_s, "pixel_time_s": self.p["dwell_us"] * 1e-6,
-                                  "line_time_s": self._line_time_s()}
+                                  "line_time_s": self._line_time_s(), "serpentine": bool(self.p["serpentine"])}
         self.index += 1
         self._pace(t_end)
         self.time_s = t_end
@@ -176,16 +176,25 @@ class VirtualMicroscope:
     def _line_time_s(self) -> float:
         return self.shape[1] * self.p["dwell_us"] * 1e-6 + self.p["flyback_us"] * 1e-6
 
+    def _time_along_line(self, shape) -> np.ndarray:
+        """When each pixel of a line is reached after the line starts (h, w, s): left to right, or right to left
+        on odd lines of a serpentine scan."""
+        h, w = shape
+        along = np.broadcast_to((np.arange(w) + 0.5) * self.p["dwell_us"] * 1e-6, (h, w)).copy()
+        if self.p["serpentine"]:
+            along[1::2] = along[1::2, ::-1]
+        return along
+
     def _content_field(self, t_start: float, shape) -> tuple[np.ndarray, np.ndarray]:
         """The content offset (dy, dx) of every pixel at its acquisition time, from the run's reference time, and
         its specimen-drift part: two (h, w, 2) arrays.  Drift and field of view are evaluated at every line start
         (in time order: random walks and jumps are drawn as time goes) and are linear along a line."""
         h, w = shape
-        dwell, line = self.p["dwell_us"] * 1e-6, self._line_time_s()
+        line = self._line_time_s()
         starts = t_start + np.arange(h + 1) * line
         drift = np.array([self.drift(t) for t in starts]) - self.drift0
         content = drift - np.array([self.fov_px(t) for t in starts])
-        along = ((np.arange(w) + 0.5) * dwell / line)[None, :, None]
+        along = (self._time_along_line(shape) / line)[..., None]
 
         def per_pixel(rows: np.ndarray) -> np.ndarray:
             return rows[:-1, None, :] + along * (rows[1:] - rows[:-1])[:, None, :]
@@ -207,7 +216,7 @@ class VirtualMicroscope:
             return self.clean(self.specimen, origin, shape), np.zeros(2)
         h, w = shape
         dwell, flyback = self.p["dwell_us"] * 1e-6, self.p["flyback_us"] * 1e-6
-        t = t_start + np.arange(h)[:, None] * (w * dwell + flyback) + (np.arange(w)[None, :] + 0.5) * dwell
+        t = t_start + np.arange(h)[:, None] * (w * dwell + flyback) + self._time_along_line(shape)
         wave = np.sin(2 * np.pi * self.p["vibration"]["frequency_hz"] * t + self.vibration_phase)
         u = amplitude[None, None, :] * wave[..., None]
         if displacement is not None:
