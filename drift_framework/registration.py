@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from .assembly import load_pipeline
 from .series import pair_list, solve_positions
 from .types import Frame
 
-__all__ = ["register_series", "SeriesRegistration", "ScanTiming", "field_rmse", "line_offsets", "resample"]
+__all__ = ["register_series", "SeriesRegistration", "ScanTiming", "field_rmse", "line_offsets", "others_means", "resample"]
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,16 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     return _finish(stack, field, uncertainty, model, timing, tuple(notes))
 
 
+def others_means(aligned: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(k, mean of the aligned frames other than k)`` for every frame: the specimen as the rest of the series
+    sees it, frame k's own noise left out (NaN where no other frame saw a pixel)."""
+    seen = np.isfinite(aligned)
+    total, count = np.nansum(aligned, axis=0), seen.sum(axis=0)
+    for k in range(len(aligned)):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            yield k, (total - np.where(seen[k], aligned[k], 0.0)) / (count - seen[k])
+
+
 class _TooFewStrips(ValueError):
     """Fewer than two strips of the series could be measured: no trajectory can be fitted."""
 
@@ -224,7 +234,7 @@ def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 2) -
     n, h, w = stack.shape
     smooth = resample(stack, field, order=3)
     offsets = np.zeros((n, h))
-    scanned_rows = np.arange(h)[None, :] + np.nanmean(field[..., 0], axis=2)  # aligned row y ← this frame row
+    scanned_rows = np.arange(h)[None, :] + field[..., 0].mean(axis=2)  # aligned row y ← this frame row
     for iteration in range(iterations):
         if iteration:
             corrected = field.copy()
@@ -232,15 +242,10 @@ def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 2) -
             current = resample(stack, corrected, order=3)
         else:
             current = smooth
-        seen = np.isfinite(current)
-        total, count = np.nansum(current, axis=0), seen.sum(axis=0)
-        for k in range(n):
-            others = count - seen[k]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                template = (total - np.where(seen[k], current[k], 0.0)) / others
+        for k, template in others_means(current):
             grad = np.gradient(template, axis=1)
             resid = smooth[k] - template
-            valid = np.isfinite(smooth[k]) & (others > 0) & np.isfinite(grad) & np.isfinite(resid)
+            valid = np.isfinite(grad) & np.isfinite(resid)
             g, r = np.where(valid, grad, 0.0), np.where(valid, resid, 0.0)
             curvature = np.sum(g * g, axis=1)
             good = curvature > 0
@@ -342,14 +347,10 @@ def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming,
 
     n, h, w = stack.shape
     rows = min(rows, h)
-    aligned = resample(stack, field)
-    seen = np.isfinite(aligned)
-    total, count = np.nansum(aligned, axis=0), seen.sum(axis=0)
     yy, xx = np.mgrid[0:h, 0:w].astype(float)
     obs: list[tuple[float, None, np.ndarray, float, int]] = []
-    for k in range(n):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            template = (total - np.where(seen[k], aligned[k], 0.0)) / (count - seen[k])
+    for k, template in others_means(resample(stack, field)):
+        times = timing.pixel_times(k, (h, w))
         known = np.isfinite(template)
         fill = float(np.nanmean(template))
         where = [yy - field[k, ..., 0], xx - field[k, ..., 1]]  # frame pixel q shows ideal q − field(q)
@@ -364,7 +365,7 @@ def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming,
             s = pipe.estimate(predicted[band, c0:c1], stack[k, band, c0:c1])
             if not (np.all(np.isfinite(s.vector)) and s.confidence >= 0.5 and np.hypot(s.dy, s.dx) < 3.0):
                 continue
-            t_mid = timing.pixel_times(k, (h, w))[r0 + rows // 2, (c0 + c1) // 2]
+            t_mid = times[r0 + rows // 2, (c0 + c1) // 2]
             here = field[k, band, c0:c1].reshape(-1, 2).mean(axis=0)
             obs.append((float(t_mid), None, here + s.vector, max(s.sigma, 0.02), k))
     basis = _HatBasis(timing, n, h, knots_per_frame)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from drift_framework.assembly import load_pipeline
-from drift_framework.registration import field_rmse, register_series
+from drift_framework.registration import field_rmse, others_means, register_series
 
 from .pairs import pair_source
 from .recorded import read_stack
@@ -31,12 +31,8 @@ def patch_disagreement(aligned: np.ndarray, size: int = 64) -> np.ndarray:
     mean (its own noise left out), measured by ``classical``; patches with pixels no frame saw are left out."""
     pipe = load_pipeline("classical")
     n, h, w = aligned.shape
-    seen = np.isfinite(aligned)
-    total, count = np.nansum(aligned, axis=0), seen.sum(axis=0)
     out = []
-    for k in range(n):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            template = (total - np.where(seen[k], aligned[k], 0.0)) / (count - seen[k])
+    for k, template in others_means(aligned):
         for y0 in range(0, h - size + 1, size):
             for x0 in range(0, w - size + 1, size):
                 ref, mov = template[y0:y0 + size, x0:x0 + size], aligned[k, y0:y0 + size, x0:x0 + size]

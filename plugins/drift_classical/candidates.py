@@ -412,7 +412,6 @@ class TaperedFrame:
         return np.sum((ey @ self._tapered) * ex, axis=1)  # two matrix products: BLAS, not einsum's loops
 
 
-
 @lru_cache(maxsize=8)
 def _frequency_grid(h: int, w: int, annuli: int) -> tuple[np.ndarray, np.ndarray]:
     """The angular frequencies (h·(w//2 + 1), 2) of an ``h × w`` real FFT's bins (the half spectrum) and the

@@ -47,11 +47,8 @@ class CoAcquired:
                                 f"has {frames} of {shape[0]} × {shape[1]}: --apply-to needs data on the same scan")
 
     def frame(self, k: int) -> np.ndarray:
-        """Frame ``k``: (H, W) or, for spectra, (H, W, C)."""
-        if not self.spectral:
-            return np.asarray(frame_data(self.signal, k), np.float32)
-        data = self.signal.data[k]
-        return np.asarray(data.compute() if hasattr(data, "compute") else data, np.float32)
+        """Frame ``k``: (H, W) or, for spectra, (H, W, C): both layouts hold frames on the first array axis."""
+        return np.asarray(frame_data(self.signal, k), np.float32)
 
     def order(self, image_order: int) -> int:
         return SPECTRUM_ORDER if self.spectral else image_order

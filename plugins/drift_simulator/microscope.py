@@ -177,8 +177,8 @@ class VirtualMicroscope:
         return self.shape[1] * self.p["dwell_us"] * 1e-6 + self.p["flyback_us"] * 1e-6
 
     def _time_along_line(self, shape) -> np.ndarray:
-        """When each pixel of a line is reached after the line starts (h, w, s): left to right, or right to left
-        on odd lines of a serpentine scan."""
+        """When each pixel of a line is reached after the line starts ((h, w), seconds): left to right, or right to
+        left on odd lines of a serpentine scan."""
         h, w = shape
         along = np.broadcast_to((np.arange(w) + 0.5) * self.p["dwell_us"] * 1e-6, (h, w)).copy()
         if self.p["serpentine"]:
