@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from .pipeline import Pipeline
 from .recipe import ComponentSpec, Recipe, RecipeError, resolve_pipeline_spec, validate_component
 from .registry import get_registry
-from .types import BuildContext, Closeable
+from .types import BuildContext, Closeable, ScanRamp
 from .yamldoc import YamlDoc, load_yaml
 
 __all__ = ["RunComponents", "build_component", "build_source", "build_hardware", "build_run_components",
@@ -101,11 +101,20 @@ def build_run_components(recipe: Recipe, *, source: Any = None, actuator: Any = 
         if recipe.controller is None:
             raise RecipeError("the recipe has no controller", file=recipe.path)
         controller = build_component(recipe.controller, ctx)
+        _check_scan_ramp(recipe, actuator)
     except BaseException:
         close_component(actuator)
         close_component(source)
         raise
     return RunComponents(source, pipeline, controller, actuator)
+
+
+def _check_scan_ramp(recipe: Recipe, actuator: Any) -> None:
+    """``run.scan_ramp`` needs an actuator that bends the scan."""
+    if recipe.settings.scan_ramp is not None and not isinstance(actuator, ScanRamp):
+        what = f"the actuator {recipe.actuator.plugin!r}" if recipe.actuator else "a run without an actuator"
+        raise RecipeError(f"{what} cannot bend the scan (it has no set_scan_ramp; simulated-beam-shift can)",
+                          file=recipe.path, path="run.scan_ramp")
 
 
 def load_pipeline(spec: str | os.PathLike | dict, *, device: str | None = None) -> Pipeline:

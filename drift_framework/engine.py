@@ -13,11 +13,12 @@ import numpy as np
 
 from .limits import Limits
 from .pipeline import Pipeline, check_image
-from .policy import Actuation, CalibrationCheck, CorrectionSchedule, ReferenceStrategy, Suspender
+from .policy import Actuation, CalibrationCheck, CorrectionSchedule, ReferenceStrategy, Suspender, choose_by_trajectory
 from .settings import RunSettings, TrackingRegion
 from .steps import Status, Step
 from .store import is_image
-from .types import Frame, FrameError, RegionSource
+from .trajectory import DriftTrack
+from .types import Frame, FrameError, RegionSource, Shift
 
 __all__ = ["Engine", "SESSION_BREAK"]
 
@@ -40,10 +41,13 @@ class Engine:
         self.actuation = (Actuation(actuator, controller, limits, calibration, settings.actuation_delay_frames,
                                     journal) if actuator is not None and limits is not None else None)
         self.calibration_check = CalibrationCheck()
+        self.track = DriftTrack(settings.drift_prior_px_per_frame)  # every good measurement, whatever the controller
         self.failure: str | None = None  # set when corrections make the view worse: the run must stop
         self.last_offset = np.zeros(2)  # the content offset of the last good estimate
         self.last_time: float | None = None
         self.period: float | None = None
+        self.frame_period: float | None = None  # between whole frames (not sub-scans): the scan ramp's frame
+        self.last_frame_time: float | None = None
 
     def frame_steps(self, frame: Frame, source: Any, tracking: TrackingRegion | None) -> Iterator[tuple[Step, Any]]:
         """The steps of one frame: the frame's own, then its tracking-region sub-scans (with their images)."""
@@ -74,10 +78,33 @@ class Engine:
         if self.last_time is not None and frame.time_s > self.last_time:
             self.period = frame.time_s - self.last_time
         self.last_time = frame.time_s
+        if not region:
+            if self.last_frame_time is not None and frame.time_s > self.last_frame_time:
+                self.frame_period = frame.time_s - self.last_frame_time
+                self.track.set_frame_interval(self.frame_period)
+            self.last_frame_time = frame.time_s
         return step
 
     def step(self, frame: Frame, *, region: bool = False, aim_time_s: float | None = None) -> Step:
-        """Measure ``frame``, gate the estimate, and correct when a correction is due."""
+        """Measure ``frame``, gate the estimate, and correct when a correction is due (and, with ``run.scan_ramp``,
+        bend the scan to the predicted drift rate, or straighten it while corrections are held)."""
+        step = self._measure_and_correct(frame, region=region, aim_time_s=aim_time_s)
+        if self.settings.scan_ramp is None or self.actuation is None:
+            return step
+        if step.status == Status.CORRECTED:
+            # the drift rate comes through the calibration (content offset + field of view): not before it is proven
+            trusted = self.calibration_check.proven or not self.settings.check_calibration
+            predicted = self.track.rate(frame.time_s) if trusted else None
+            if self.actuation.scan_ramp(predicted, self.frame_period, self.settings.scan_ramp.max_px_per_frame):
+                step.message = _join(step.message,
+                                     f"scan ramp clipped to {self.settings.scan_ramp.max_px_per_frame:g} px/frame")
+        elif self.failure is not None or self.suspender.paused or self.suspender.held_by is not None:
+            if self.actuation.withdraw_ramp():
+                step.message = _join(step.message, "scan ramp withdrawn")
+        step.ramp = self.actuation.ramp.copy()
+        return step
+
+    def _measure_and_correct(self, frame: Frame, *, region: bool, aim_time_s: float | None) -> Step:
         step = self.observe(frame, region=region)
         ref = self.reference.frame
         if (frame.meta or {}).get("session_break") and ref is not None:
@@ -88,6 +115,8 @@ class Engine:
                 step.message += ", corrections paused"
             self.reference.take(frame, self.last_offset)
             step.offset = self.last_offset.copy()
+            self.track.reset()
+            self.track.add(frame.time_s, step.offset + step.fov, 0.0)
             return step
         if ref is None:
             try:
@@ -98,6 +127,7 @@ class Engine:
             self.reference.take(frame, np.zeros(2))
             step.offset = np.zeros(2)
             self.calibration_check.observe(step.offset, step.fov, 0.0, frame.time_s)
+            self.track.add(frame.time_s, step.offset + step.fov, 0.0)
             return step
         if is_image(frame.data) and np.shape(frame.data) != np.shape(ref.data):
             # the acquisition geometry changed (scan size, binning): nothing to compare with, so this frame
@@ -107,12 +137,17 @@ class Engine:
             log.warning("frame %d: %s", frame.index, step.message)
             self.reference.take(frame, self.last_offset)
             step.offset = self.last_offset.copy()
+            self.track.reset()
+            self.track.add(frame.time_s, step.offset + step.fov, 0.0)
             return step
         try:
             shift = self.pipeline.estimate(ref.data, frame.data)
         except FrameError as exc:
             step.status, step.message = Status.BAD_FRAME, self.suspender.bad(str(exc))
             return step
+        note = ""  # how an ambiguous estimate was decided, kept with whatever the gating says
+        if shift.ambiguous:
+            shift, note = self._choose_by_trajectory(shift, step.fov, frame.time_s)
         step.shift = shift
         step.offset = self.reference.offset + shift.vector
         s = self.settings
@@ -122,12 +157,14 @@ class Engine:
             step.status = Status.LOW_CONFIDENCE
             saturated = shift.meta.get("saturated")
             why = f"saturated: {saturated:.1%} of the pixels at a ceiling; " if saturated else ""
-            step.message = self.suspender.bad(f"{why}confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px")
+            step.message = _join(self.suspender.bad(f"{why}confidence {shift.confidence:.2f}, sigma {shift.sigma:.3g} px"),
+                                 note)
             if saturated:
                 log.warning("frame %d is saturated (%.1f%% of the pixels at a ceiling): not acted on", frame.index,
                             100 * saturated)
             return step
         self.last_offset = step.offset.copy()
+        self.track.add(frame.time_s, step.offset + step.fov, shift.sigma)
         self.reference.after_good(frame, step.offset)
         step.status = Status.MEASURED
         self.calibration_check.observe(step.offset, step.fov, shift.sigma, frame.time_s)
@@ -136,7 +173,8 @@ class Engine:
         if self.failure is not None:  # never move again against the evidence
             step.status, step.message = Status.HELD, f"held: {self.failure}"
             return step
-        may_act, step.message = self.suspender.good()
+        may_act, message = self.suspender.good()
+        step.message = _join(message, note)
         if not may_act:
             step.status = Status.HELD
             return step
@@ -150,6 +188,22 @@ class Engine:
         step.requested, step.command, step.clipped = sent.requested, sent.command, sent.clipped
         step.status = Status.CORRECTED
         return step
+
+    def _choose_by_trajectory(self, shift: Shift, fov_seen: np.ndarray, time_s: float) -> tuple[Shift, str]:
+        """An ambiguous estimate decided by where the measured trajectory puts the content (unchanged while there
+        is no trajectory, or when it explains none of the candidates); and the step's message."""
+        prediction = self.track.predict(time_s)
+        if prediction is None:
+            return shift, ""
+        drift, sigma = prediction
+        predicted = drift - fov_seen - self.reference.offset  # as a shift from the reference
+        chosen = choose_by_trajectory(shift, predicted, sigma)
+        if chosen is None:
+            return shift, f"ambiguous; the trajectory predicted ({predicted[0]:.2f}, {predicted[1]:.2f}) px, none " \
+                          "of the candidates"
+        verb = "chose" if chosen.meta["chosen_by_trajectory"] else "confirmed"
+        return chosen, (f"ambiguous; the trajectory {verb} ({chosen.dy:.2f}, {chosen.dx:.2f}) px among "
+                        f"{len(shift.candidates) + 1} candidates (p = {chosen.confidence:.2f})")
 
     def _take_region_reference(self, frame: Frame, tracking: TrackingRegion) -> None:
         """Make the tracking region of ``frame`` the reference (when ``frame`` is a usable image)."""
@@ -174,6 +228,10 @@ class Engine:
             step = self.step(sub, region=True, aim_time_s=aim)
             step.step_seconds = time.perf_counter() - t0
             yield step
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 def _vec(meta: dict, key: str) -> np.ndarray:

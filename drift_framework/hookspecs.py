@@ -187,7 +187,9 @@ def drift_actuators() -> list[Component]:
     """Register actuators (stages, beam/image shifts) that move the field of view.
 
     The engine clips every command to the recipe's ``limits`` and records it in the run file before calling
-    ``move_by``; an actuator may enforce its own hardware limits too.
+    ``move_by``; an actuator may enforce its own hardware limits too.  One that drives the scan generator can also
+    bend the scan to follow the drift during each frame (``set_scan_ramp``,
+    :class:`~drift_framework.types.ScanRamp`; recipes ask for it with ``run.scan_ramp``).
 
     :return: a list of :class:`~drift_framework.types.Component`; each factory
         returns an object following :class:`~drift_framework.types.Actuator`.

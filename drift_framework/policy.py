@@ -8,16 +8,19 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .limits import Limits
-from .types import Frame
+from .types import Frame, Shift
 
-__all__ = ["ReferenceStrategy", "Suspender", "CorrectionSchedule", "Actuation", "Correction", "CalibrationCheck"]
+__all__ = ["ReferenceStrategy", "Suspender", "CorrectionSchedule", "Actuation", "Correction", "CalibrationCheck",
+           "choose_by_trajectory"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,38 @@ class CorrectionSchedule:
         return True
 
 
+def choose_by_trajectory(shift: Shift, predicted_px: np.ndarray, predicted_sigma_px: float) -> Shift | None:
+    """The answer among an ambiguous ``shift`` and its candidates that the drift trajectory predicts.
+
+    On a lattice the data alone cannot tell a shift from one a (pseudo-)lattice vector away; the controller's
+    prediction can, when its uncertainty is small against the distance between the candidates.  Each option's
+    probability is the estimator's own preference (its confidence for its choice, at least an equal share, the rest
+    shared by the candidates) times the Gaussian likelihood of the prediction, with the prediction's and the estimate's σ
+    (both radial).  Returns the most probable option with that probability as its confidence and the others as
+    candidates, or None when the prediction is far from every option (more than 4 σ: it explains none of them).
+    """
+    options = [shift.vector] + [np.asarray(c, float) for c in shift.candidates]
+    own = shift.confidence if math.isfinite(shift.confidence) else 0.0
+    n = len(options)
+    # the estimator's choice is at least as likely as any other option: its confidence also counts imprecision
+    chosen = max(own, 1 / n)
+    prefer = np.array([chosen] + [min((1 - own) / (n - 1), chosen)] * (n - 1)) if n > 1 else np.ones(1)
+    sigma_shift = shift.sigma if math.isfinite(shift.sigma) else 0.0
+    per_axis2 = max((predicted_sigma_px ** 2 + sigma_shift ** 2) / 2, 1e-6)
+    d2 = np.array([float(np.sum((o - np.asarray(predicted_px, float)) ** 2)) for o in options])
+    if float(np.sqrt(d2.min() / per_axis2)) > 4 * math.sqrt(2):
+        return None
+    log_w = np.log(np.maximum(prefer, 1e-3)) - d2 / (2 * per_axis2)
+    w = np.exp(log_w - log_w.max())
+    posterior = w / w.sum()
+    best = int(np.argmax(posterior))
+    others = tuple((float(o[0]), float(o[1])) for k, o in enumerate(options) if k != best)
+    meta = {**shift.meta, "estimator_confidence": own, "chosen_by_trajectory": best != 0,
+            "predicted_px": (float(predicted_px[0]), float(predicted_px[1])), "predicted_sigma_px": predicted_sigma_px}
+    return dataclasses.replace(shift, dy=float(options[best][0]), dx=float(options[best][1]),
+                               confidence=float(posterior[best]), candidates=others, meta=meta)
+
+
 class Correction:
     """What one actuation sent: the command before and after clipping, in actuator units."""
 
@@ -152,6 +187,7 @@ class Actuation:
         self.journal = journal
         self.fov = np.zeros(2)          # commanded field-of-view position, px
         self.position = np.zeros(2)     # commanded actuator position, actuator units
+        self.ramp = np.zeros(2)         # the scan ramp last sent, px/s (run.scan_ramp)
         self.pending: list[tuple[int, np.ndarray]] = []  # (frame index it shows in, move px)
 
     def seen_fov(self, index: int) -> np.ndarray:
@@ -180,6 +216,28 @@ class Actuation:
         if self.delay:
             self.pending.append((index + 1 + self.delay, move))
         return Correction(requested, command, clipped)
+
+    def scan_ramp(self, rate_px_per_s: np.ndarray | None, frame_s: float | None, max_px_per_frame: float) -> bool:
+        """Bend the next frames' scan to follow ``rate_px_per_s`` (None or an unknown frame time: no ramp), at most
+        ``max_px_per_frame`` over one frame interval ``frame_s``; returns whether the ramp was clipped."""
+        rate = np.zeros(2) if rate_px_per_s is None or not frame_s else np.asarray(rate_px_per_s, float)
+        rate = np.nan_to_num(rate, nan=0.0, posinf=0.0, neginf=0.0)
+        per_frame = float(np.hypot(*rate)) * (frame_s or 0.0)
+        clipped = per_frame > max_px_per_frame
+        if clipped:
+            rate = rate * (max_px_per_frame / per_frame)
+        self.actuator.set_scan_ramp(rate)
+        self.ramp = rate
+        return clipped
+
+    def withdraw_ramp(self) -> bool:
+        """Straighten the scan again (corrections held or stopped: a prediction nothing checks any more); returns
+        whether a ramp was on."""
+        if not self.ramp.any():
+            return False
+        self.actuator.set_scan_ramp(np.zeros(2))
+        self.ramp = np.zeros(2)
+        return True
 
 
 class CalibrationCheck:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .types import Param, RegionSource
 
-__all__ = ["RUN_SCHEMA", "RunSettings", "TrackingRegion"]
+__all__ = ["RUN_SCHEMA", "RunSettings", "ScanRampSettings", "TrackingRegion"]
 
 RUN_SCHEMA: dict[str, Param] = {
     "frames": Param("int", 100, "Number of frames to acquire", gt=0, le=10_000_000),
@@ -35,6 +35,15 @@ RUN_SCHEMA: dict[str, Param] = {
     "check_calibration": Param("bool", True, "Prove the calibration on the first corrections (small probes) and "
                                              "stop correcting when corrections make the view worse"),
     "seed": Param("int", None, "Seed shared with components that take one", nullable=True),
+    "drift_prior_px_per_frame": Param("float", 2.0, "The drift expected per frame before it is measured (1-σ): "
+                                                    "decides between lattice-equivalent candidates of an ambiguous "
+                                                    "estimate until the measured trajectory does", gt=0),
+    "scan_ramp": Param("mapping", None, "Feed the measured drift rate forward into the scan: the probe follows the "
+                                        "specimen during each frame, so frames come out undistorted, not only "
+                                        "centred (an actuator with set_scan_ramp, e.g. simulated-beam-shift)",
+                       nullable=True,
+                       fields={"max_px_per_frame": Param("float", 4.0, "Largest ramp: the probe moves at most this "
+                                                                       "far during one frame, px", gt=0)}),
     "tracking_region": Param("mapping", None, "Measure drift on a small sub-scan acquired between frames "
                                               "(sources with acquire_region, e.g. the simulator)", nullable=True,
                              fields={
@@ -70,6 +79,13 @@ class TrackingRegion:
 
 
 @dataclass(frozen=True)
+class ScanRampSettings:
+    """``run.scan_ramp``: the predicted drift rate fed forward into the scan, at most ``max_px_per_frame``."""
+
+    max_px_per_frame: float = 4.0
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """A validated ``run:`` section (one field per key of :data:`RUN_SCHEMA`)."""
 
@@ -91,6 +107,8 @@ class RunSettings:
     on_session_break: str = "new-reference"
     check_calibration: bool = True
     seed: int | None = None
+    drift_prior_px_per_frame: float = 2.0
+    scan_ramp: ScanRampSettings | None = None
     tracking_region: TrackingRegion | None = None
 
     @classmethod
@@ -104,6 +122,8 @@ class RunSettings:
             values["tracking_region"] = TrackingRegion(region.get("size_px", 64),
                                                        tuple(position) if position is not None else None,
                                                        region.get("per_frame", 1))
+        if values.get("scan_ramp") is not None:
+            values["scan_ramp"] = ScanRampSettings(values["scan_ramp"].get("max_px_per_frame", 4.0))
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 

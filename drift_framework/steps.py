@@ -72,6 +72,8 @@ class Step:
     command: np.ndarray = _column((2,), "f8", 0.0, "sent to the actuator, actuator units", default_factory=_zero2)
     requested: np.ndarray = _column((2,), "f8", 0.0, "before clipping, actuator units", default_factory=_zero2)
     clipped: bool = _column((), "i1", 0, "1: the command was clipped by the limits", default=False)
+    ramp: np.ndarray = _column((2,), "f8", 0.0, "scan ramp in force from the next frame (run.scan_ramp), px/s",
+                               default_factory=_zero2)
     true_offset: np.ndarray = _column((2,), "f8", np.nan, "ground truth when the source knows it, px",
                                       default_factory=_nan2)
     true_drift: np.ndarray = _column((2,), "f8", np.nan, "uncorrected specimen drift, px", default_factory=_nan2)

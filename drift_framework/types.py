@@ -49,6 +49,7 @@ __all__ = [
     "BatchDenoiser",
     "BatchEstimator",
     "CandidateScorer",
+    "ScanRamp",
     "COMPONENT_KINDS",
     "MIN_SIZE",
 ]
@@ -453,3 +454,17 @@ class CandidateScorer(Protocol):
 
     def contest_at(self, cmap: CorrelationMap, near: tuple[float, float]) -> tuple[float, tuple[tuple[float, float], ...]]:
         ...
+
+
+@runtime_checkable
+class ScanRamp(Protocol):
+    """An actuator that also bends the scan: the probe moves at a constant rate during each frame, so content
+    drifting at that rate is scanned undistorted (feed-forward inside the frame, ``run.scan_ramp``).
+
+    ``set_scan_ramp(rate_px_per_s)`` sets the rate ``(vy, vx)`` in image pixels per second for the frames that start
+    after the call.  The ramp is centred on each frame's mid-time, so it bends the raster without moving the frame's
+    centre (that is what ``move_by`` does).  Rates are in image pixels because the scan generator draws the raster in
+    them: the actuator calibration plays no part.
+    """
+
+    def set_scan_ramp(self, rate_px_per_s: np.ndarray) -> None: ...

@@ -280,11 +280,13 @@ def test_pixel_scan_time_renders_every_pixel_at_its_own_time_with_a_truth_field(
     assert field.shape == (96, 96, 2) and "true_field_px" not in simulator_source(**common).acquire().meta
     line = second.meta["scan"]["line_time_s"]
     assert second.meta["scan"]["pixel_time_s"] * 96 == pytest.approx(line)
-    # the run's reference time is its first pixel: frame 1 starts one frame of drift later, ends two frames later
-    np.testing.assert_allclose(field[0, 0], [4.0, -3.0], atol=0.05)
-    np.testing.assert_allclose(field[-1, -1], [8.0, -6.0], atol=0.05)
+    # offsets count from the first frame's mean position (mid-frame), where the engine's reference is: frame 1
+    # starts half a frame of drift after it and ends one and a half frames after it
+    np.testing.assert_allclose(field[0, 0], [2.0, -1.5], atol=0.05)
+    np.testing.assert_allclose(field[-1, -1], [6.0, -4.5], atol=0.05)
     np.testing.assert_allclose(second.meta["true_offset_px"], field.mean(axis=(0, 1)), atol=1e-6)
-    np.testing.assert_allclose(first.meta["true_field_px"][0, 0], [0.0, 0.0], atol=0.05)
+    np.testing.assert_allclose(first.meta["true_field_px"][0, 0], [-2.0, 1.5], atol=0.05)
+    np.testing.assert_allclose(first.meta["true_offset_px"], [0.0, 0.0], atol=1e-6)
     # row r of the scanned frame is row r of an instant render at that row's offset
     for r in (5, 48, 90):
         instant = scanned.clean(scanned.specimen, scanned.origin0 - field[r].mean(axis=0) - scanned.drift0, (96, 96))

@@ -10,6 +10,8 @@ from collections import deque
 
 import numpy as np
 
+from drift_framework.trajectory import ConstantVelocityFilter
+
 
 class NoControl:
     """Measure only: the field of view never moves."""
@@ -67,35 +69,11 @@ class Kalman:
 
     def __init__(self, q: float = 0.05, q_pos: float = 0.01, initial_velocity_std: float = 10.0,
                  min_sigma_px: float = 0.01):
-        self.q, self.q_pos, self.v0, self.min_sigma = q, q_pos, initial_velocity_std, min_sigma_px
-        self.reset()
+        self.filter = ConstantVelocityFilter(q, q_pos, initial_velocity_std, min_sigma_px)
 
     def reset(self):
-        self.x = None
-        self.P = None
-        self.t = None
-
-    def _predict(self, dt):
-        F = np.array([[1.0, dt], [0.0, 1.0]])
-        Q = self.q * np.array([[dt ** 3 / 3, dt ** 2 / 2], [dt ** 2 / 2, dt]]) + self.q_pos * np.array([[dt, 0], [0, 0]])
-        return F, Q
+        self.filter.reset()
 
     def update(self, time_s, drift_px, sigma_px, fov_px, next_time_s):
-        z = np.asarray(drift_px, float)
-        r = max(float(sigma_px) if np.isfinite(sigma_px) else 1.0, self.min_sigma) ** 2 / 2  # per axis
-        if self.x is None:
-            self.x = np.stack([z, np.zeros(2)])           # (2 states, 2 axes)
-            self.P = np.array([[r, 0.0], [0.0, self.v0 ** 2]])
-            self.t = time_s
-        else:
-            F, Q = self._predict(max(time_s - self.t, 0.0))
-            self.x = F @ self.x
-            self.P = F @ self.P @ F.T + Q
-            H = np.array([1.0, 0.0])
-            S = H @ self.P @ H + r
-            K = self.P @ H / S
-            self.x = self.x + np.outer(K, z - H @ self.x)
-            self.P = self.P - np.outer(K, H @ self.P)
-            self.t = time_s
-        F, _ = self._predict(max(next_time_s - time_s, 0.0))
-        return (F @ self.x)[0]
+        self.filter.update(time_s, drift_px, sigma_px)
+        return self.filter.predict(next_time_s)[0]

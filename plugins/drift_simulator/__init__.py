@@ -127,8 +127,10 @@ def _make_source(params, context):
 
 def _actuator(kind):
     def factory(params, context):
-        from .microscope import SimulatedActuator
+        from .microscope import SimulatedActuator, SimulatedBeamShift
 
+        if kind == "beam-shift":
+            return SimulatedBeamShift(params, context)
         return SimulatedActuator(params, context, kind=kind)
     return factory
 
@@ -147,5 +149,6 @@ def drift_actuators():
                   "Stage of the virtual microscope (backlash, lag, quantization, travel limits), nm"),
         Component("simulated-beam-shift", _actuator("beam-shift"),
                   {**_ACTUATOR, "travel_nm": Param("float", 30.0, "Beam-shift range (±, per axis)", gt=0)},
-                  "Beam/image shift of the virtual microscope: fast, small range, nm"),
+                  "Beam/image shift of the virtual microscope: fast, small range, nm; it can bend the scan "
+                  "(run.scan_ramp)"),
     ]

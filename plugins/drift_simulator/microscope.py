@@ -57,6 +57,7 @@ class VirtualMicroscope:
         self.drift0 = np.zeros(2)
         self.index = 0
         self.time_s = 0.0
+        self.scan_window: tuple[float, float] | None = None  # (start, end) of the frame being scanned, s
         self._wall0: float | None = None  # with realtime: the wall-clock time of the source clock's zero
 
     # -- specimen ----------------------------------------------------------
@@ -91,11 +92,17 @@ class VirtualMicroscope:
 
     # -- acquisition -------------------------------------------------------
     def fov_px(self, t: float) -> np.ndarray:
-        """Field-of-view position (px, image axes) set by all actuators at time ``t``."""
+        """Field-of-view position (px, image axes) set by all actuators at time ``t`` (with a scan ramp, it moves
+        during the frame)."""
         out = np.zeros(2)
         for act in self.actuators:
             out = out + act.fov_px(t)
         return out
+
+    def scan_ramp_px_per_s(self) -> tuple[float, float]:
+        """The scan ramp in force (px/s, (vy, vx)): the sum of the actuators' that bend the scan."""
+        rate = sum((act.ramp for act in self.actuators if isinstance(act, SimulatedBeamShift)), np.zeros(2))
+        return float(rate[0]), float(rate[1])
 
     def acquire(self) -> Frame:
         """Scan the next frame."""
@@ -103,11 +110,21 @@ class VirtualMicroscope:
         for act in self.actuators:
             act.on_frame(self.index)
         t_mid = t_end - self.frame_time_s / 2
+        self.scan_window = (self.time_s, t_end)  # a scan ramp bends this frame's raster
+        try:
+            return self._scan_frame(t_mid, t_end)
+        finally:
+            self.scan_window = None
+
+    def _scan_frame(self, t_mid: float, t_end: float) -> Frame:
         field = None
         if self.p["scan_time"] == "pixel":
             if self.index == 0:
-                self.drift0 = self.drift(self.time_s)  # the reference time: the run's first pixel
+                self.drift0 = self.drift(self.time_s)  # the field is first taken from the first pixel …
             field, drift = self._content_field(self.time_s, self.shape)
+            if self.index == 0:  # … then from the first frame's mean position, the reference the engine measures from
+                self.drift0 = self.drift0 + drift
+                field, drift = field - drift.astype(np.float32), np.zeros(2)
             offset = field.mean(axis=(0, 1), dtype=np.float64)
             fov = self.fov_px(t_mid)
         else:
@@ -134,7 +151,8 @@ class VirtualMicroscope:
         if field is not None:
             frame.meta["true_field_px"] = field.astype(np.float32)
             frame.meta["scan"] = {"t_start_s": self.time_s, "pixel_time_s": self.p["dwell_us"] * 1e-6,
-                                  "line_time_s": self._line_time_s(), "serpentine": bool(self.p["serpentine"])}
+                                  "line_time_s": self._line_time_s(), "serpentine": bool(self.p["serpentine"]),
+                                  "ramp_px_per_s": self.scan_ramp_px_per_s()}
         self.index += 1
         self._pace(t_end)
         self.time_s = t_end
@@ -365,3 +383,38 @@ class SimulatedActuator:
 
     def close(self) -> None:
         pass
+
+
+class SimulatedBeamShift(SimulatedActuator):
+    """The beam shift of the virtual microscope, which can also bend the scan (:class:`~drift_framework.types.ScanRamp`).
+
+    ``set_scan_ramp(rate)`` moves the probe at ``rate`` (px/s, image axes) during each frame that starts after it
+    (``delay_frames`` later, like moves), centred on the frame's mid-time: content drifting at ``rate`` is then
+    scanned as if it stood still.  Sub-scans between frames are not bent.
+    """
+
+    def __init__(self, params: dict, context):
+        super().__init__(params, context, kind="beam-shift")
+        self.ramp = np.zeros(2)
+        self.pending_ramps: list[tuple[int, np.ndarray]] = []
+
+    def set_scan_ramp(self, rate_px_per_s) -> None:
+        rate = np.asarray(rate_px_per_s, float)
+        if rate.shape != (2,) or not np.all(np.isfinite(rate)):
+            raise ValueError(f"scan ramp must be two finite numbers (px/s), got {rate!r}")
+        # the scan generator loads a raster when a frame starts: this one shows from the next frame on
+        self.pending_ramps.append((self.scope.index + self.p["delay_frames"], rate))
+
+    def on_frame(self, index: int) -> None:
+        super().on_frame(index)
+        due = [r for (k, r) in self.pending_ramps if k <= index]
+        self.pending_ramps = [(k, r) for (k, r) in self.pending_ramps if k > index]
+        if due:
+            self.ramp = due[-1]
+
+    def fov_px(self, t: float) -> np.ndarray:
+        out = super().fov_px(t)
+        window = self.scope.scan_window
+        if window is not None and window[0] <= t <= window[1] and self.ramp.any():
+            out = out + self.ramp * (t - (window[0] + window[1]) / 2)
+        return out
