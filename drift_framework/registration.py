@@ -34,6 +34,7 @@ class ScanTiming:
     line_time_s: float
     frame_starts_s: np.ndarray
     serpentine: bool = False
+    ramps_px_per_s: np.ndarray | None = None  # (N, 2): the scan ramp each frame was bent by (run.scan_ramp)
 
     def pixel_times(self, k: int, shape: tuple[int, int]) -> np.ndarray:
         h, w = shape
@@ -42,6 +43,15 @@ class ScanTiming:
             along = along.copy()
             along[1::2] = along[1::2, ::-1]
         return self.frame_starts_s[k] + np.arange(h)[:, None] * self.line_time_s + along
+
+    def ramp(self, k: int, t: Any, rows: int) -> np.ndarray:
+        """How far frame ``k``'s scan ramp had moved the probe at times ``t`` (…, 2), px: the ramp runs about the
+        middle of the frame's ``rows`` lines.  The content a pixel shows is displaced by the drift minus this."""
+        t = np.asarray(t, float)
+        if self.ramps_px_per_s is None:
+            return np.zeros(t.shape + (2,))
+        middle = self.frame_starts_s[k] + rows * self.line_time_s / 2
+        return (t - middle)[..., None] * self.ramps_px_per_s[k]
 
 
 @dataclass
@@ -107,7 +117,8 @@ def _timing(n: int, shape: tuple[int, int], metas: list[dict], pixel_time_s: flo
         if serpentine is not None and serpentine != recorded_serpentine:
             raise ValueError(f"serpentine={serpentine} contradicts the frames' own timing (meta['scan']: "
                              f"serpentine={recorded_serpentine}); leave it out, or correct the metadata")
-        return ScanTiming(pixel, line, starts, recorded_serpentine)
+        ramps = np.array([s.get("ramp_px_per_s", (0.0, 0.0)) for s in scans], float)
+        return ScanTiming(pixel, line, starts, recorded_serpentine, ramps if ramps.any() else None)
     if pixel_time_s is None and line_time_s is None:
         raise ValueError("model='scan' needs the scan timing: the frames carry none (meta['scan']); give "
                          "pixel_time_s (and line_time_s with the fly-back, frame_time_s with pauses between frames)")
@@ -189,7 +200,7 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     if unmeasured:
         notes.append(f"model='scan': no strip of frame(s) {', '.join(map(str, unmeasured))} could be measured "
                      f"({rows}-row strips, confidence < 0.5): their field follows the trajectory of the others")
-    field = np.stack([trajectory(timing.pixel_times(k, (h, w))) for k in range(n)])
+    field = _field(trajectory, timing, (h, w), n)
     for _ in range(template_passes):
         try:
             trajectory, uncertainty = _refit_to_template(stack, field, timing, pipe, rows, knots_per_frame,
@@ -197,10 +208,19 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
         except _TooFewStrips as exc:
             notes.append(f"{exc}: the first fit is kept")
             break
-        field = np.stack([trajectory(timing.pixel_times(k, (h, w))) for k in range(n)])
+        field = _field(trajectory, timing, (h, w), n)
     if line_jitter:
         field[..., 1] += line_offsets(stack, field)[:, :, None]
     return _finish(stack, field, uncertainty, model, timing, tuple(notes))
+
+
+def _field(trajectory: Callable[[Any], np.ndarray], timing: ScanTiming, shape: tuple[int, int], n: int) -> np.ndarray:
+    """The content displacement of every pixel: the drift at its scan time, less the scan ramp there."""
+    out = []
+    for k in range(n):
+        times = timing.pixel_times(k, shape)
+        out.append(trajectory(times) - timing.ramp(k, times, shape[0]))
+    return np.stack(out)
 
 
 def others_means(aligned: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -283,7 +303,10 @@ def _fit_trajectory(stack: np.ndarray, shifts: np.ndarray, timing: ScanTiming, p
             s = pipe.estimate(stack[0, q0:q0 + rows, c0 - lx:c1 - lx], stack[k, r0:r0 + rows, c0:c1])
             if not (np.all(np.isfinite(s.vector)) and s.confidence >= 0.5):
                 continue
-            obs.append((mid(k, r0), mid(0, q0), np.array([ly + s.dy, lx + s.dx]), max(s.sigma, 0.02), k))
+            t_moving, t_reference = mid(k, r0), mid(0, q0)
+            # what the strips show moved by the drift less each frame's scan ramp; the trajectory is the drift's
+            ramps = timing.ramp(k, t_moving, h) - timing.ramp(0, t_reference, h)
+            obs.append((t_moving, t_reference, np.array([ly + s.dy, lx + s.dx]) + ramps, max(s.sigma, 0.02), k))
     if len(obs) < 2:
         raise _TooFewStrips(f"model='scan': {len(obs)} strip(s) of {rows} rows could be measured against the "
                             "first frame (the drift moved them out of view, or the strips are too noisy)")
@@ -367,7 +390,7 @@ def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming,
                 continue
             t_mid = times[r0 + rows // 2, (c0 + c1) // 2]
             here = field[k, band, c0:c1].reshape(-1, 2).mean(axis=0)
-            obs.append((float(t_mid), None, here + s.vector, max(s.sigma, 0.02), k))
+            obs.append((float(t_mid), None, here + s.vector + timing.ramp(k, t_mid, h), max(s.sigma, 0.02), k))
     basis = _HatBasis(timing, n, h, knots_per_frame)
     if len(obs) < 2:
         raise _TooFewStrips(f"model='scan': {len(obs)} strip(s) could be compared with the series' mean")

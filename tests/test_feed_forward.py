@@ -10,8 +10,9 @@ import drift_framework as df
 from drift_framework.assembly import build_component, build_hardware, build_source
 from drift_framework.policy import choose_by_trajectory
 from drift_framework.recipe import RecipeError, load_recipe, validate_component
+from drift_framework.registration import field_rmse, register_series
 from drift_framework.trajectory import DriftTrack
-from drift_framework.types import BuildContext, Shift
+from drift_framework.types import BuildContext, Frame, Shift
 from drift_framework.yamldoc import YamlDoc
 
 
@@ -159,3 +160,24 @@ def test_the_drift_track_predicts_in_frames_and_its_prior_bounds_the_first_step(
     fresh.add(0.5, np.zeros(2) + 0.1, 0.05)
     _, one_frame = fresh.predict(1.0)
     assert 0.05 < one_frame < 3.0  # a frame later: the measured position plus the prior on the drift per frame
+
+
+def test_a_series_scanned_with_a_ramp_registers_with_the_ramp_taken_out():
+    """Offline, ``register_series(model="scan")`` reads each frame's ramp from ``meta["scan"]``: the content moved
+    by the drift less the ramp, a sawtooth no smooth trajectory follows unless the ramp is added back."""
+    source = build_source("simulator", scan_time="pixel", shape=[128, 128], spacing_px=[14.0], seed=2,
+                          noise={"kind": "poisson", "dose": 20.0},
+                          drift=[{"kind": "linear", "velocity_px_per_frame": [1.5, -1.0]}])
+    beam = build_component(validate_component("actuator", {"plugin": "simulated-beam-shift"}, ("actuator",),
+                                              YamlDoc("test")), BuildContext(source=source))
+    frames = [source.acquire()]
+    beam.set_scan_ramp(np.array([0.8, -0.5]) / source.frame_time_s)  # half the drift, as early in a loop
+    frames += [source.acquire() for _ in range(7)]
+    assert frames[0].meta["scan"]["ramp_px_per_s"] == (0.0, 0.0) and frames[1].meta["scan"]["ramp_px_per_s"][0] > 0
+    truth = np.stack([f.meta["true_field_px"] for f in frames])
+    with_ramp = field_rmse(register_series(frames, model="scan").field, truth)
+    assert with_ramp < 0.1
+    unaware = [Frame(f.data, f.index, f.time_s, f.pixel_size_nm,
+                     {**f.meta, "scan": {k: v for k, v in f.meta["scan"].items() if k != "ramp_px_per_s"}})
+               for f in frames]
+    assert field_rmse(register_series(unaware, model="scan").field, truth) > 2 * with_ramp
