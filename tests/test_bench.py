@@ -39,7 +39,8 @@ def test_bench_speed_and_sim(tmp_path):
 
 def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_path):
     out = drift_cli("bench", "scan", "--rates", "3", "--jitter", "0", "--doses", "200", "--contrasts", "bright",
-                    "dark", "--out", str(tmp_path))
+                    "dark", "--loop-rates", "2", "--loop-frames", "25", "--loop-size", "128", "--columns-frames", "8",
+                    "--columns-size", "128", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     rows = _rows(tmp_path / "scan.csv")
     assert [r["contrast"] for r in rows] == ["bright", "dark"]
@@ -51,6 +52,19 @@ def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_pat
     real = {line.split("|")[1].strip(): float(line.split("|")[3]) for line in text.splitlines()
             if line.startswith(("| rigid", "| scan"))}
     assert real["scan, 8 knots/frame, 1 template pass"] < 0.8 < real["rigid"], real
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")]
+    # the closed loop at 2 px/frame: centring leaves the in-frame shear, the scan ramp takes it out
+    loop = {(c[0], c[2]): float(c[3]) for c in cells if len(c) == 8 and c[1] == "2"}
+    for contrast in ("bright", "dark"):
+        assert loop[contrast, "kalman + scan ramp"] < 0.1 < 0.5 < loop[contrast, "kalman: centring"], loop
+    # columns in the average of a drifting series: near the still series' error after the scan model, misplaced
+    # by the shear after a rigid alignment (8 frames of 128²: at 256² and 20 frames the gap is 4×)
+    columns = {(c[0], c[1] == "still", c[2]): (float(c[3]), int(c[4])) for c in cells if len(c) == 5
+               and c[0] in ("bright", "dark")}
+    for contrast in ("bright", "dark"):
+        scan, rigid = columns[contrast, False, "scan"], columns[contrast, False, "rigid"]
+        assert scan[0] < 0.7 * rigid[0] and scan[0] < 1.3 * columns[contrast, True, "scan"][0], columns
+        assert scan[1] == rigid[1] > 50, columns
 
 
 def test_bench_confidence_writes_the_table_and_reliability_diagrams(tmp_path):

@@ -294,3 +294,22 @@ def test_pixel_scan_time_renders_every_pixel_at_its_own_time_with_a_truth_field(
     # a rigid estimate between two scanned frames is the difference of their mean offsets
     shift = df.load_pipeline("classical").estimate(first.data, second.data)
     np.testing.assert_allclose(shift.vector, second.meta["true_offset_px"] - first.meta["true_offset_px"], atol=0.2)
+
+
+def test_pixel_scan_time_gives_the_columns_undistorted_positions():
+    """meta['true_columns_px']: the atom columns of the undistorted view (the first frame's mean position), so a
+    registered average can be scored column by column: in a still frame they sit on the image's intensity peaks."""
+    still = simulator_source(scan_time="pixel", shape=[96, 96], spacing_px=[16], rotation_deg=[10.0],
+                             noise={"kind": "gaussian", "snr": 1e4}, drift=[], seed=3).acquire()
+    columns = still.meta["true_columns_px"]
+    assert columns.ndim == 2 and columns.shape[1] == 2 and len(columns) > 20
+    image = still.data.astype(float)
+    inner = columns[np.all((columns > 3) & (columns < 92), axis=1)]
+    for y, x in inner:
+        iy, ix = int(round(y)), int(round(x))
+        patch = image[iy - 1:iy + 2, ix - 1:ix + 2]
+        assert patch[1, 1] == patch.max()  # the brightest pixel is the one the column falls in
+        # sub-pixel: the parabola through the peak's neighbours
+        dy = 0.5 * (patch[0, 1] - patch[2, 1]) / (patch[0, 1] - 2 * patch[1, 1] + patch[2, 1])
+        dx = 0.5 * (patch[1, 0] - patch[1, 2]) / (patch[1, 0] - 2 * patch[1, 1] + patch[1, 2])
+        assert abs(iy + dy - y) < 0.15 and abs(ix + dx - x) < 0.15

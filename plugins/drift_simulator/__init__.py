@@ -80,7 +80,8 @@ SOURCE_PARAMS = {
     "seed": Param("int", None, "Random seed (default: run.seed)", nullable=True),
     "scan_time": Param("str", "frame", "frame: each frame is rendered at its mid-time (a rigid snapshot); pixel: every "
                                        "pixel at its own acquisition time, so drift shears and stretches the frame "
-                                       "(truth per pixel in Frame.meta['true_field_px'])", choices=("frame", "pixel")),
+                                       "(truth per pixel in Frame.meta['true_field_px'], the columns' undistorted "
+                                       "positions in 'true_columns_px')", choices=("frame", "pixel")),
     "realtime": Param("bool", False, "Take each scan's time (dwell, fly-back) in wall-clock time, as a microscope "
                                      "does: for demos and the live view"),
 }

@@ -150,6 +150,7 @@ class VirtualMicroscope:
                             "vibration_mean_px": vibration, "source": "simulator", **info})
         if field is not None:
             frame.meta["true_field_px"] = field.astype(np.float32)
+            frame.meta["true_columns_px"] = self._columns_in_view()
             frame.meta["scan"] = {"t_start_s": self.time_s, "pixel_time_s": self.p["dwell_us"] * 1e-6,
                                   "line_time_s": self._line_time_s(), "serpentine": bool(self.p["serpentine"]),
                                   "ramp_px_per_s": self.scan_ramp_px_per_s()}
@@ -157,6 +158,15 @@ class VirtualMicroscope:
         self._pace(t_end)
         self.time_s = t_end
         return frame
+
+    def _columns_in_view(self) -> np.ndarray:
+        """Where the atom columns are in the undistorted view of the run's reference ((M, 2) float32, y and x px):
+        the first frame's mean position, scanned instantly (what a registered series' average shows)."""
+        y = self.specimen.y - self.origin0[0] + self.drift0[0]
+        x = self.specimen.x - self.origin0[1] + self.drift0[1]
+        h, w = self.shape
+        inside = (y >= -0.5) & (y <= h - 0.5) & (x >= -0.5) & (x <= w - 0.5)
+        return np.stack([y[inside], x[inside]], axis=1).astype(np.float32)
 
     def _pace(self, t_end: float) -> None:
         """With ``realtime``: return when the wall clock reaches the end of the scan that just ended."""
