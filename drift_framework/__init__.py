@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 from .assembly import load_pipeline  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .loop import run  # noqa: E402
+from .orthogonal import OrthogonalRegistration, register_orthogonal  # noqa: E402
 from .pipeline import Pipeline  # noqa: E402
 from .recipe import Recipe, RecipeError, load_recipe  # noqa: E402
 from .registration import SeriesRegistration, register_series  # noqa: E402
@@ -28,5 +29,5 @@ __all__ = [
     "__version__", "hookimpl", "Frame", "Shift", "CorrelationMap", "Component", "Param", "Preset", "REQUIRED",
     "BuildContext", "Trainer", "Benchmark", "FrameError", "Recipe", "RecipeError", "load_recipe", "RegistryError", "get_registry",
     "Pipeline", "load_pipeline", "run", "RunSummary", "Status", "Step", "read_run", "register_series",
-    "SeriesRegistration",
+    "SeriesRegistration", "register_orthogonal", "OrthogonalRegistration",
 ]

@@ -40,7 +40,7 @@ def test_bench_speed_and_sim(tmp_path):
 def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_path):
     out = drift_cli("bench", "scan", "--rates", "3", "--jitter", "0", "--doses", "200", "--contrasts", "bright",
                     "dark", "--loop-rates", "2", "--loop-frames", "25", "--loop-size", "128", "--columns-frames", "8",
-                    "--columns-size", "128", "--out", str(tmp_path))
+                    "--columns-size", "128", "--orthogonal-frames", "5", "--orthogonal-size", "128", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     rows = _rows(tmp_path / "scan.csv")
     assert [r["contrast"] for r in rows] == ["bright", "dark"]
@@ -65,6 +65,11 @@ def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_pat
         scan, rigid = columns[contrast, False, "scan"], columns[contrast, False, "rigid"]
         assert scan[0] < 0.7 * rigid[0] and scan[0] < 1.3 * columns[contrast, True, "scan"][0], columns
         assert scan[1] == rigid[1] > 50, columns
+    # orthogonal scans: the scan generator's distortion out of the field and the average, the real strain kept
+    ortho = {(c[0], c[1]): [float(v) for v in c[2:5]] for c in cells if len(c) == 6 and "0°" in c[1]}
+    for contrast in ("bright", "dark"):
+        alone, both = ortho[contrast, "scan, 0° only"], ortho[contrast, "scan, 0° + 90°"]
+        assert both[0] < 0.15 < 0.8 < alone[0] and both[2] < 0.003 < 0.015 < alone[2], ortho
 
 
 def test_bench_confidence_writes_the_table_and_reliability_diagrams(tmp_path):

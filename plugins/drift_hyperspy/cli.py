@@ -49,6 +49,12 @@ def add_parser(subparsers) -> None:
                                                       "(default: the lines of a frame)")
     p.add_argument("--serpentine", action="store_true",
                    help="--model scan: odd lines were scanned right to left (a serpentine scan)")
+    p.add_argument("--orthogonal", metavar="SECOND",
+                   help="--model scan: a second series of the same area scanned with the raster turned 90°; both "
+                        "are registered together, which takes the scan generator's slow-scan distortion out and "
+                        "keeps the specimen's strain (writes OUTPUT-second.hspy and OUTPUT-average.hspy too)")
+    p.add_argument("--orthogonal-rotation", type=float, default=90.0, metavar="DEG",
+                   help="--orthogonal: the second series' scan rotation relative to INPUT's, 90 or 270 (default 90)")
     p.add_argument("--apply-to", action="append", default=[], metavar="OTHER",
                    help="apply the same correction to data acquired with INPUT (the simultaneous HAADF of an ABF "
                         "series, an EDS/EELS spectrum image per frame), on the same scan grid; written beside "
@@ -116,6 +122,8 @@ def run(args) -> int:
 
     out = Path(args.output)
     csv_path = Path(args.shifts) if args.shifts else out.with_suffix(".csv")
+    if args.orthogonal and args.model != "scan":
+        raise ValueError("--orthogonal needs --model scan: the two series are first registered as drift in time")
     if args.model == "scan":
         return _run_scan(args, out, csv_path)
     check_outputs(Path(args.input), [out, csv_path, *_applied_outputs(args, out)], args.overwrite)
@@ -215,14 +223,33 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
     from .source import frame_count, frame_data, load_images, pixel_size_nm
 
     field_path = out.with_name(out.stem + "-field.hspy")
-    check_outputs(Path(args.input), [out, csv_path, field_path, *_applied_outputs(args, out)], args.overwrite)
+    second_path, average_path = out.with_name(out.stem + "-second.hspy"), out.with_name(out.stem + "-average.hspy")
+    extra = [second_path, average_path] if args.orthogonal else []
+    for source in ([Path(args.orthogonal)] if args.orthogonal else []):
+        check_outputs(source, [out, csv_path, field_path, *extra], overwrite=True)  # never over the second input
+    check_outputs(Path(args.input), [out, csv_path, field_path, *extra, *_applied_outputs(args, out)],
+                  args.overwrite)
     signal = load_images(args.input, frame_axis=args.frame_axis, channel=args.channel)
-    timing = _scan_timing(args, signal)
     stack = np.stack([np.asarray(frame_data(signal, i), np.float32) for i in range(frame_count(signal))])
     others = _co_acquired(args, len(stack), stack.shape[1:])
-    reg = df.register_series(stack, model="scan", pipeline=args.pipeline, pixel_time_s=timing["pixel_time_s"],
-                             line_time_s=timing["line_time_s"], frame_time_s=timing["frame_time_s"],
-                             serpentine=args.serpentine)
+    both = None
+    if args.orthogonal:
+        second = load_images(args.orthogonal, frame_axis=args.frame_axis, channel=args.channel)
+        second_stack = np.stack([np.asarray(frame_data(second, i), np.float32) for i in range(frame_count(second))])
+        timings = (_scan_timing(args, signal, args.input), _scan_timing(args, second, args.orthogonal))
+        if timings[0] != timings[1]:
+            raise ValueError(f"{args.input} and {args.orthogonal} record different scan timing ({timings[0]} and "
+                             f"{timings[1]}): register them one by one, or correct the files' metadata")
+        both = df.register_orthogonal(stack, second_stack, rotation_deg=args.orthogonal_rotation, model="scan",
+                                      pipeline=args.pipeline, serpentine=args.serpentine,
+                                      pixel_time_s=timings[0]["pixel_time_s"], line_time_s=timings[0]["line_time_s"],
+                                      frame_time_s=timings[0]["frame_time_s"])
+        reg = both.first
+    else:
+        timing = _scan_timing(args, signal, args.input)
+        reg = df.register_series(stack, model="scan", pipeline=args.pipeline, serpentine=args.serpentine,
+                                 pixel_time_s=timing["pixel_time_s"], line_time_s=timing["line_time_s"],
+                                 frame_time_s=timing["frame_time_s"])
     nm = args.pixel_size if args.pixel_size is not None else pixel_size_nm(signal)
     aligned = hs.signals.Signal2D(reg.aligned)
     field = hs.signals.Signal2D(np.moveaxis(reg.field, -1, 1))  # (frame, dy/dx |y, x)
@@ -234,12 +261,27 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
     record = {"model": reg.model, "pipeline": str(args.pipeline), "shifts_px": reg.shifts.tolist(),
               "misfit_px": reg.uncertainty.tolist(), "field": str(field_path), "notes": list(reg.notes),
               "sign_convention": "frame_k[y, x] ≈ ideal[y − dy, x − dx]; ideal = scanned instantly at the first pixel"}
+    if both is not None:
+        record.update(second=str(args.orthogonal), rotation_deg=args.orthogonal_rotation,
+                      slow_scan_first_px=both.slow_scan_first.tolist(),
+                      slow_scan_second_px=both.slow_scan_second.tolist(), residual_px=both.residual_px)
     aligned.metadata.set_item("drift_framework", record)
     field.metadata.General.title = "content displacement (dy, dx) per pixel, px"
     field.axes_manager.navigation_axes[0].name = "component (0: dy, 1: dx)"
     out.parent.mkdir(parents=True, exist_ok=True)
     aligned.save(str(out), overwrite=True)  # checked above: not the input, and new unless --overwrite
     field.save(str(field_path), overwrite=True)
+    if both is not None:
+        turns = int(round(args.orthogonal_rotation / 90)) % 4  # the second series in INPUT's axes
+        for data, path in ((np.rot90(both.second.aligned, turns, axes=(1, 2)), second_path),
+                           (both.average, average_path)):
+            written = hs.signals.Signal2D(np.ascontiguousarray(data))
+            for src, dst in zip(signal.axes_manager.signal_axes, written.axes_manager.signal_axes):
+                dst.name, dst.units, dst.scale, dst.offset = src.name, src.units, src.scale, src.offset
+            written.metadata.set_item("drift_framework", record)
+            written.save(str(path), overwrite=True)
+        print(f"orthogonal: slow-scan distortion of {args.input} up to "
+              f"{np.abs(both.slow_scan_first).max():.2f} px, residual between the series {both.residual_px:.3f} px")
     with csv_path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["frame", "dy_px", "dx_px", "misfit_px", "dy_nm", "dx_nm"])
@@ -249,7 +291,7 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
         print(" frame      dy px      dx px  misfit px")
         for i, ((dy, dx), misfit) in enumerate(zip(reg.shifts, reg.uncertainty)):
             print(f"{i:6d} {dy:+10.3f} {dx:+10.3f} {misfit:10.3f}")
-    print(f"written: {out}, {field_path} and {csv_path}")
+    print(f"written: {out}, {field_path} and {csv_path}" + (f"; {second_path} and {average_path}" if both else ""))
     for other in others:
         target = applied_path(out, other.path)
         other.save(other.resampled(reg, args.order), target, np.zeros(2), {"applied_from": str(args.input), **record})
@@ -257,9 +299,9 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
     return 0
 
 
-def _scan_timing(args, signal) -> dict[str, float | None]:
-    """The scan timing: the file's own (its metadata), else the options; an option that contradicts the file is an
-    error naming both.  Neither: an error saying what to give."""
+def _scan_timing(args, signal, path: str) -> dict[str, float | None]:
+    """The scan timing of the series read from ``path``: the file's own (its metadata), else the options; an option
+    that contradicts the file is an error naming both.  Neither: an error saying what to give."""
     from .source import scan_timing
 
     recorded = scan_timing(signal)
@@ -271,11 +313,11 @@ def _scan_timing(args, signal) -> dict[str, float | None]:
     for name, value in given.items():
         known = recorded.get(name)
         if value is not None and known is not None and not math.isclose(value, known[0], rel_tol=0.01):
-            raise ValueError(f"{option[name]} ({value:g} s) contradicts {args.input}: {known[1]} = {known[0]:g} s; "
+            raise ValueError(f"{option[name]} ({value:g} s) contradicts {path}: {known[1]} = {known[0]:g} s; "
                              "leave the option out, or correct the file's metadata")
         timing[name] = value if value is not None else (known[0] if known else None)
     if timing["pixel_time_s"] is None and timing["line_time_s"] is None:
-        raise ValueError(f"--model scan needs the scan timing: {args.input} records none (no dwell time in its "
+        raise ValueError(f"--model scan needs the scan timing: {path} records none (no dwell time in its "
                          "metadata); give --pixel-time-us (and --line-time-us with the fly-back, --frame-time-s "
                          "with pauses between frames)")
     return timing

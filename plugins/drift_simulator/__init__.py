@@ -76,6 +76,17 @@ SOURCE_PARAMS = {
     "flyback_us": Param("float", 0.0, "Line fly-back time, µs", ge=0),
     "serpentine": Param("bool", False, "Scan odd lines right to left (a serpentine scan: no fly-back needed); "
                                        "with scan_time: pixel, each pixel's time follows"),
+    "scan_rotation_deg": Param("float", 0.0, "Scan rotation: the raster turned on the specimen, so the recorded frame "
+                                             "shows it turned back (at 90: np.rot90(frame, 1) shows it as at 0); "
+                                             "drift, moves and truth are all in the recorded frame's axes"),
+    "scan_distortion": Param("mapping", None, "The scan generator's own error, the same in every frame: felt as a "
+                                              "strain along the slow-scan axis, part of the truth field", fields={
+        "slow_scale": Param("float", 0.0, "Slow-scan step error, a fraction (0.02: lines 2 % too far apart)",
+                            gt=-0.2, lt=0.2),
+        "shear_deg": Param("float", 0.0, "Slow-scan axis tilted from perpendicular to the lines", gt=-10, lt=10)}),
+    "strain": Param("vector", None, "A real uniform strain of the specimen (eyy, exx, exy), fractions: unlike a "
+                                    "scan distortion, it turns with the specimen under a scan rotation", length=3,
+                    gt=-0.2, lt=0.2, nullable=True),
     "pixel_size_nm": Param("float", 0.03, "Pixel size, nm", gt=0),
     "seed": Param("int", None, "Random seed (default: run.seed)", nullable=True),
     "scan_time": Param("str", "frame", "frame: each frame is rendered at its mid-time (a rigid snapshot); pixel: every "

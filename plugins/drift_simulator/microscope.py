@@ -20,6 +20,13 @@ def _rotation(deg: float) -> np.ndarray:
     return np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
 
 
+def _scan_matrix(deg: float) -> np.ndarray:
+    """Specimen (y, x) vectors as a raster turned by ``deg`` records them: the frame shows the specimen turned back,
+    so at 90° a specimen step (dy, dx) appears as (dx, −dy) and ``np.rot90(frame, 1)`` undoes the turn."""
+    t = math.radians(deg)
+    return np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+
+
 def _pick(value, rng: np.random.Generator) -> float:
     """A fixed value, or a uniform draw from ``[lo, hi]``."""
     if len(value) == 1:
@@ -47,6 +54,13 @@ class VirtualMicroscope:
         self.specimen = self._new_specimen(self.rng)
         sh, sw = self.specimen.size
         self.origin0 = np.array([(sh - h) / 2, (sw - w) / 2])
+        # specimen axes → the recorded frame's: drift, moves and the specimen itself are seen through the raster
+        self.scan_matrix = _scan_matrix(params["scan_rotation_deg"])
+        eyy, exx, exy = params["strain"] or (0.0, 0.0, 0.0)
+        view = self.scan_matrix @ np.array([[1 + eyy, exy], [exy, 1 + exx]])
+        if not np.allclose(view, np.eye(2)):  # strained and turned about the middle of the first field of view
+            self.specimen = self.specimen.mapped(view, self.origin0 + (np.array(self.shape) - 1) / 2)
+        self.static_field = self._scan_distortion_field(params["scan_distortion"])
         self.drift = build_drift(params["drift"], self.frame_time_s, self.rng)
         self.background = background(self.shape, params["background"]["amplitude"],
                                      params["background"]["scale_px"], self.rng)
@@ -91,16 +105,34 @@ class VirtualMicroscope:
         return (img, der) if derivatives else img
 
     # -- acquisition -------------------------------------------------------
+    def _scan_distortion_field(self, distortion: dict) -> np.ndarray | None:
+        """The content displacement (h, w, 2) the scan generator's own error gives every frame, about the middle
+        line: line ``r`` lands ``(1 + s)(r − r₀)`` down and ``tan(shear)·(r − r₀)`` along, so it shows the content
+        from there (None without an error)."""
+        scale, shear = distortion["slow_scale"], math.tan(math.radians(distortion["shear_deg"]))
+        if not scale and not shear:
+            return None
+        h, w = self.shape
+        rows = np.arange(h, dtype=np.float32) - (h - 1) / 2
+        field = np.zeros((h, w, 2), np.float32)
+        field[..., 0] = -scale * rows[:, None]
+        field[..., 1] = -shear * rows[:, None]
+        return field
+
+    def _drift_px(self, t: float) -> np.ndarray:
+        """The specimen's drift at ``t`` as the recorded frame sees it (px, frame axes)."""
+        return self.scan_matrix @ self.drift(t)
+
     def fov_px(self, t: float) -> np.ndarray:
-        """Field-of-view position (px, image axes) set by all actuators at time ``t`` (with a scan ramp, it moves
-        during the frame)."""
+        """Field-of-view position (px, the recorded frame's axes) set by all actuators at time ``t`` (with a scan
+        ramp, it moves during the frame)."""
         out = np.zeros(2)
         for act in self.actuators:
             out = out + act.fov_px(t)
-        return out
+        return self.scan_matrix @ out
 
     def scan_ramp_px_per_s(self) -> tuple[float, float]:
-        """The scan ramp in force (px/s, (vy, vx)): the sum of the actuators' that bend the scan."""
+        """The scan ramp in force (px/s, (vy, vx), frame axes): the sum of the actuators' that bend the scan."""
         rate = sum((act.ramp for act in self.actuators if isinstance(act, SimulatedBeamShift)), np.zeros(2))
         return float(rate[0]), float(rate[1])
 
@@ -120,22 +152,24 @@ class VirtualMicroscope:
         field = None
         if self.p["scan_time"] == "pixel":
             if self.index == 0:
-                self.drift0 = self.drift(self.time_s)  # the field is first taken from the first pixel …
+                self.drift0 = self._drift_px(self.time_s)  # the field is first taken from the first pixel …
             field, drift = self._content_field(self.time_s, self.shape)
             if self.index == 0:  # … then from the first frame's mean position, the reference the engine measures from
                 self.drift0 = self.drift0 + drift
                 field, drift = field - drift.astype(np.float32), np.zeros(2)
             offset = field.mean(axis=(0, 1), dtype=np.float64)
             fov = self.fov_px(t_mid)
+            if self.static_field is not None:
+                field = field + self.static_field
         else:
-            drift = self.drift(t_mid)
+            drift = self._drift_px(t_mid)
             if self.index == 0:
                 self.drift0 = drift.copy()  # ground truth is reported from the first frame on
             drift = drift - self.drift0
             fov = self.fov_px(t_mid)
             offset = drift - fov
         clean, vibration = self.scan(self.origin0 - offset - self.drift0, self.shape, self.time_s,
-                                     displacement=None if field is None else field - offset)
+                                     displacement=self.static_field if field is None else field - offset)
         if self.p["scan_jitter_px"] > 0:
             clean, jitter = self._jitter_rows(clean)
             if field is not None:  # each line's content lands ``jitter`` further along x: part of the truth
@@ -189,7 +223,7 @@ class VirtualMicroscope:
             raise ValueError(f"region {h}×{w} at ({y0:g}, {x0:g}) does not fit in the {self.shape} frame")
         dt = h * w * self.p["dwell_us"] * 1e-6 + h * self.p["flyback_us"] * 1e-6
         t_mid, t_end = self.time_s + dt / 2, self.time_s + dt
-        drift = self.drift(t_mid) - self.drift0
+        drift = self._drift_px(t_mid) - self.drift0
         fov = self.fov_px(t_mid)
         offset = drift - fov
         clean, vibration = self.scan(self.origin0 - offset - self.drift0 + np.array([y0, x0]), (h, w), self.time_s)
@@ -221,7 +255,7 @@ class VirtualMicroscope:
         h, w = shape
         line = self._line_time_s()
         starts = t_start + np.arange(h + 1) * line
-        drift = np.array([self.drift(t) for t in starts]) - self.drift0
+        drift = np.array([self._drift_px(t) for t in starts]) - self.drift0
         content = (drift - np.array([self.fov_px(t) for t in starts])).astype(np.float32)
         along = (self._time_along_line(shape) / line).astype(np.float32)[..., None]
         field = content[:-1, None, :] + along * (content[1:] - content[:-1])[:, None, :]
@@ -426,5 +460,6 @@ class SimulatedBeamShift(SimulatedActuator):
         out = super().fov_px(t)
         window = self.scope.scan_window
         if window is not None and window[0] <= t <= window[1] and self.ramp.any():
-            out = out + self.ramp * (t - (window[0] + window[1]) / 2)
+            # the ramp is drawn in the frame's axes; the microscope turns the actuators' sum into them
+            out = out + np.linalg.solve(self.scope.scan_matrix, self.ramp) * (t - (window[0] + window[1]) / 2)
         return out

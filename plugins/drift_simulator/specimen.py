@@ -114,6 +114,15 @@ class Specimen:
         order = np.argsort(y, kind="stable")
         return cls(y[order], x[order], amp[order], (h, w), float(sigma), float(spacing_px), lattice)
 
+    def mapped(self, matrix: np.ndarray, centre) -> Specimen:
+        """The specimen with every atom moved to ``centre + matrix · (p − centre)`` (y, x): a strain, or the turn a
+        scan rotation shows it with."""
+        p = np.asarray(matrix, float) @ np.stack([self.y - centre[0], self.x - centre[1]])
+        y, x = p[0] + centre[0], p[1] + centre[1]
+        order = np.argsort(y, kind="stable")
+        return Specimen(y[order], x[order], self.intensity[order], self.size, self.probe_sigma_px, self.spacing_px,
+                        self.lattice)
+
     @functools.cached_property
     def brightest(self) -> float:
         """The highest value the rendered columns reach: a column's peak plus its neighbours' tails (dumbbells and
