@@ -64,7 +64,8 @@ def test_drift_correct_model_scan_writes_the_aligned_stack_the_field_and_a_csv(t
     field = hs.load(tmp_path / "out-field.hspy").data  # (frame, dy/dx, y, x)
     assert field.shape == (5, 2, 128, 128)
     assert field_rmse(np.moveaxis(field, 1, -1), truth) < 0.15
-    assert hs.load(tmp_path / "out.hspy").metadata.drift_framework.model == "scan"
+    record = hs.load(tmp_path / "out.hspy").metadata.drift_framework
+    assert record.model == "scan" and record.knots_per_frame in (2, 4, 8)
     with open(tmp_path / "out.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["frame"]) for r in rows] == [0, 1, 2, 3, 4] and float(rows[0]["dy_px"]) == pytest.approx(
@@ -233,3 +234,20 @@ def test_a_serpentine_scan_is_timed_line_by_line_in_both_directions():
     in_line = lambda reg: float(reg.field[0, 1, -1, 1] - reg.field[0, 1, 0, 1])  # noqa: E731  (odd line)
     assert in_line(serpentine) < 0 < in_line(raster)  # the truth's direction only with the scan's own timing
     assert abs(in_line(serpentine) - along[-1]) < 0.01
+
+
+def test_the_strips_choose_the_knot_count_when_drift_changes_within_a_frame():
+    """knots_per_frame='auto' (the default): drift that swings within a frame needs more knots than a steady one,
+    and the strips left out of the fit say so."""
+    source = simulator_source(scan_time="pixel", shape=[128, 128], spacing_px=[14], seed=5,
+                              noise={"kind": "gaussian", "snr": 4.0},
+                              drift=[{"kind": "linear", "velocity_px_per_frame": [1.0, 0.5]},
+                                     {"kind": "sinusoidal", "amplitude_px": [1.5, 1.5], "period_frames": 1.5}])
+    frames = [source.acquire() for _ in range(6)]
+    truth = np.stack([f.meta["true_field_px"] for f in frames])
+    fixed = df.register_series(frames, model="scan", knots_per_frame=2)
+    chosen = df.register_series(frames, model="scan")
+    assert fixed.knots_per_frame == 2 and chosen.knots_per_frame in (4, 8)
+    assert field_rmse(chosen.field, truth) < 0.7 * field_rmse(fixed.field, truth)
+    steady, steady_truth = _series([2.0, -1.5], n=6)
+    assert field_rmse(df.register_series(steady, model="scan").field, steady_truth) < 0.15

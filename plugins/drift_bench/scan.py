@@ -27,7 +27,8 @@ from .report import command_line, markdown_table, write_table
 REAL_STACK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "stem_abf_data_imagestack.hspy"
 #: the real stack's models: (label, register_series keywords); its frames carry no timing (relative times suffice)
 REAL_MODELS = (("rigid", {"model": "rigid"}),
-               ("scan", {"model": "scan", "pixel_time_s": 1e-6}),
+               ("scan, 2 knots/frame", {"model": "scan", "pixel_time_s": 1e-6, "knots_per_frame": 2}),
+               ("scan, knots chosen (default)", {"model": "scan", "pixel_time_s": 1e-6}),
                ("scan, 8 knots/frame, 1 template pass", {"model": "scan", "pixel_time_s": 1e-6,
                                                          "knots_per_frame": 8, "template_passes": 1}))
 

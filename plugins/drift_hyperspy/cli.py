@@ -259,6 +259,7 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
     for note in reg.notes:
         print(f"warning: {note}", file=sys.stderr)
     record = {"model": reg.model, "pipeline": str(args.pipeline), "shifts_px": reg.shifts.tolist(),
+              "knots_per_frame": reg.knots_per_frame if reg.knots_per_frame is not None else "none (rigid)",
               "misfit_px": reg.uncertainty.tolist(), "field": str(field_path), "notes": list(reg.notes),
               "sign_convention": "frame_k[y, x] ≈ ideal[y − dy, x − dx]; ideal = scanned instantly at the first pixel"}
     if both is not None:
