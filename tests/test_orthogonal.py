@@ -25,16 +25,9 @@ def _series(rotation, velocity, *, n=6, size=128, distortion=DISTORTION, strain=
 
 
 def _lattice_distortion(average, columns, dark=False):
-    """found ≈ (1 + M)·true + t over the columns of an average: M (2×2), the strain the image shows beyond the
-    true (strained) specimen."""
-    from drift_bench.scan import column_positions
+    from drift_bench.scan import lattice_distortion
 
-    found = column_positions(average, 14.0, dark)
-    distance, nearest = cKDTree(columns).query(found)
-    keep = distance < 2.0
-    design = np.c_[columns[nearest[keep]], np.ones(keep.sum())]
-    fit, *_ = np.linalg.lstsq(design, found[keep], rcond=None)
-    return fit[:2].T - np.eye(2)
+    return lattice_distortion(average, columns, 14.0, dark)
 
 
 def test_scan_rotation_turns_the_recorded_frame_and_the_drift_with_it():

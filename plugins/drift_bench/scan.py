@@ -188,8 +188,8 @@ def column_rows(args) -> list[dict]:
     return rows
 
 
-def lattice_strain_error(average: np.ndarray, columns: np.ndarray, spacing_px: float, dark: bool) -> float:
-    """Largest entry of ``M`` in ``found ≈ (1 + M)·true + t`` over the columns of an average: the strain the image
+def lattice_distortion(average: np.ndarray, columns: np.ndarray, spacing_px: float, dark: bool) -> np.ndarray:
+    """``M`` (2×2, y and x) in ``found ≈ (1 + M)·true + t`` over the columns of an average: the strain the image
     shows that the (strained) specimen does not have."""
     from scipy.spatial import cKDTree
 
@@ -197,7 +197,7 @@ def lattice_strain_error(average: np.ndarray, columns: np.ndarray, spacing_px: f
     distance, nearest = cKDTree(columns).query(found)
     keep = distance < 2.0
     fit, *_ = np.linalg.lstsq(np.c_[columns[nearest[keep]], np.ones(keep.sum())], found[keep], rcond=None)
-    return float(np.abs(fit[:2].T - np.eye(2)).max())
+    return fit[:2].T - np.eye(2)
 
 
 def orthogonal_rows(args) -> list[dict]:
@@ -230,7 +230,7 @@ def orthogonal_rows(args) -> list[dict]:
             error, matched = column_error_px(column_positions(average, 14.0, contrast == "dark"), columns)
             rows.append({"contrast": contrast, "registration": method, "field_rmse_px": field_rmse(field, truth),
                          "column_error_pm": error * pm_per_px,
-                         "false_strain": lattice_strain_error(average, columns, 14.0, contrast == "dark"),
+                         "false_strain": float(np.abs(lattice_distortion(average, columns, 14.0, contrast == "dark")).max()),
                          "seconds": seconds[method]})
             print(markdown_table([rows[-1]]).splitlines()[-1], flush=True)
     return rows
