@@ -35,7 +35,8 @@ class OrthogonalRegistration:
     ``slow_scan_first`` (H, 2) and ``slow_scan_second`` (lines, 2): the displacement of each series' lines that the
     series alone could not see (px, each in its own axes; the second's includes the offset between the series);
     ``residual_px``: RMS of the patch displacements between the two corrected averages that the model leaves
-    (noise, and anything not a function of a scan line).
+    (noise, and anything not a function of a scan line); ``notes``: what makes the result doubtful (few patches
+    compared, a large residual), with each series' own notes.
     """
 
     first: SeriesRegistration
@@ -44,6 +45,7 @@ class OrthogonalRegistration:
     slow_scan_first: np.ndarray
     slow_scan_second: np.ndarray
     residual_px: float
+    notes: tuple[str, ...] = ()  # where the two series did not agree as one area with scan-line distortions should
 
 
 def turn_field(field: np.ndarray, k: int) -> np.ndarray:
@@ -194,6 +196,13 @@ def register_orthogonal(first: Any, second: Any, *, rotation_deg: float = 90.0, 
         field_b = field_b + turn_field(np.broadcast_to(step_b[None, :, :], (h, w, 2)), -k)[None]
         aligned_a = resample(stack_a, field_a)
         aligned_b = np.rot90(resample(stack_b, field_b), k, axes=(1, 2))
+    notes = [f"first series: {note}" for note in a.notes] + [f"second series: {note}" for note in b.notes]
+    if used.sum() < 0.5 * used.size:
+        notes.append(f"only {int(used.sum())} of {used.size} patches of the two averages agreed well enough to be "
+                     "compared: are they the same area?")
+    if not residual <= 0.5:
+        notes.append(f"the two series disagree by {residual:.2f} px RMS beyond distortions of their scan lines: "
+                     "not the same area, or distortion that changes from frame to frame")
     first_reg = _finish(stack_a, field_a, a.uncertainty, a.model, a.timing, a.notes)
     second_reg = _finish(stack_b, field_b, b.uncertainty, b.model, b.timing, b.notes)
     with warnings.catch_warnings():
@@ -205,4 +214,4 @@ def register_orthogonal(first: Any, second: Any, *, rotation_deg: float = 90.0, 
     return OrthogonalRegistration(first=first_reg, second=second_reg, average=np.asarray(average, np.float32),
                                   slow_scan_first=line_a.astype(np.float32),
                                   slow_scan_second=second_lines.mean(axis=1).astype(np.float32),
-                                  residual_px=residual)
+                                  residual_px=residual, notes=tuple(notes))

@@ -106,6 +106,17 @@ def test_orthogonal_series_without_scan_distortion_lose_nothing():
     assert both < alone + 0.03 and both < 0.15, (alone, both)
 
 
+def test_orthogonal_series_of_different_areas_say_so():
+    first, _ = _series(0, [1.0, 1.5], n=4)
+    elsewhere = simulator_source(scan_time="pixel", shape=[128, 128], spacing_px=[11.0], rotation_deg=[47.0],
+                                 noise={"kind": "poisson", "dose": 20.0}, scan_rotation_deg=90, seed=9,
+                                 lattice="square", drift=[{"kind": "linear", "velocity_px_per_frame": [0.5, 0.5]}])
+    both = df.register_orthogonal(first, [elsewhere.acquire() for _ in range(4)])
+    assert both.notes and any("same area" in note for note in both.notes), both.notes
+    good = df.register_orthogonal(first, _series(90, [-1.2, 0.8], n=4)[0])
+    assert not good.notes, good.notes
+
+
 def test_orthogonal_needs_perpendicular_scans_of_one_area():
     first, _ = _series(0, [1.0, 0.0], n=3, size=96)
     with pytest.raises(ValueError, match="rotation_deg must be 90 or 270"):

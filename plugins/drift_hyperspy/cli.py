@@ -256,11 +256,12 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
     for target in (aligned, field):
         for src, dst in zip(signal.axes_manager.signal_axes, target.axes_manager.signal_axes):
             dst.name, dst.units, dst.scale, dst.offset = src.name, src.units, src.scale, src.offset
-    for note in reg.notes:
+    for note in (both.notes if both is not None else reg.notes):
         print(f"warning: {note}", file=sys.stderr)
     record = {"model": reg.model, "pipeline": str(args.pipeline), "shifts_px": reg.shifts.tolist(),
               "knots_per_frame": reg.knots_per_frame if reg.knots_per_frame is not None else "none (rigid)",
-              "misfit_px": reg.uncertainty.tolist(), "field": str(field_path), "notes": list(reg.notes),
+              "misfit_px": reg.uncertainty.tolist(), "field": str(field_path),
+              "notes": list(both.notes if both is not None else reg.notes),
               "sign_convention": "frame_k[y, x] ≈ ideal[y − dy, x − dx]; ideal = scanned instantly at the first pixel"}
     if both is not None:
         record.update(second=str(args.orthogonal), rotation_deg=args.orthogonal_rotation,
