@@ -248,45 +248,49 @@ class _TooFewStrips(ValueError):
 def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 2) -> np.ndarray:
     """Per-line x offsets (N, H) of every frame's scan lines beyond a smooth ``field``: fast-scan jitter.
 
-    Each frame, aligned by ``field``, is compared row by row with the mean of the other frames (its own noise left
-    out): a row displaced by ``j`` along x reads ``template − j·∂ₓtemplate``, so ``j`` is the least-squares slope of
-    the residual on the template's gradient.  The other frames carry jitter of their own, which blurs and displaces
-    the template's rows: it is rebuilt from the frames corrected by the last estimates (``iterations`` times).
-    Rows are noisy alone: each estimate is shrunk by its own noise against the jitter's variance (the estimates'
+    Each frame is compared line by line with what the rest of the series predicts it shows: the mean of the other
+    aligned frames (its own noise left out), warped to where this frame scanned it.  A line displaced by ``j``
+    along x reads ``predicted − j·∂ₓpredicted``, so ``j`` is the least-squares slope of the residual on the
+    prediction's gradient.  The comparison is made on the frame's own lines, not on the aligned grid: an aligned
+    row lies between two scan lines wherever the drift is not a whole pixel, and would mix their independent
+    jitters (the offsets came out at 0.6 of the truth).  The other frames carry jitter of their own, which blurs
+    the prediction: it is rebuilt from the frames corrected by the last estimates (``iterations`` times).  Lines
+    are noisy alone: each estimate is shrunk by its own noise against the jitter's variance (the estimates'
     spread less their mean noise: empirical Bayes), which leaves a series without jitter as it was, and their slow
-    part (16 lines and longer: the trajectory's) is removed.  Offsets are placed on the frame rows the aligned rows
-    were scanned as.  What all frames share cannot be measured: the specimen is known only as their mean.
+    part (16 lines and longer: the trajectory's) is removed.  What all frames share cannot be measured: the
+    specimen is known only as their mean.
     """
     from scipy import ndimage
 
     n, h, w = stack.shape
-    smooth = resample(stack, field, order=3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
     offsets = np.zeros((n, h))
-    scanned_rows = np.arange(h)[None, :] + field[..., 0].mean(axis=2)  # aligned row y ← this frame row
-    for iteration in range(iterations):
-        if iteration:
-            corrected = field.copy()
-            corrected[..., 1] += offsets[:, :, None]
-            current = resample(stack, corrected, order=3)
-        else:
-            current = smooth
-        for k, template in others_means(current):
-            grad = np.gradient(template, axis=1)
-            resid = smooth[k] - template
-            valid = np.isfinite(grad) & np.isfinite(resid)
-            g, r = np.where(valid, grad, 0.0), np.where(valid, resid, 0.0)
+    for _ in range(iterations):
+        corrected = field.copy()
+        corrected[..., 1] += offsets[:, :, None]
+        estimates = np.zeros((n, h))
+        for k, template in others_means(resample(stack, corrected, order=3)):
+            known = np.isfinite(template)
+            # frame pixel q shows ideal point q − field(q): the other frames' view of what this frame scanned
+            where = [yy - field[k, ..., 0], xx - field[k, ..., 1]]
+            predicted = ndimage.map_coordinates(np.where(known, template, float(np.nanmean(template))), where,
+                                                order=3, mode="nearest")
+            covered = ndimage.map_coordinates(known.astype(np.float32), where, order=1, mode="constant") > 0.99
+            grad = np.gradient(predicted, axis=1)
+            valid = covered & np.roll(covered, 1, axis=1) & np.roll(covered, -1, axis=1)
+            g, r = np.where(valid, grad, 0.0), np.where(valid, stack[k] - predicted, 0.0)
             curvature = np.sum(g * g, axis=1)
-            good = curvature > 0
+            good = (curvature > 0) & (valid.sum(axis=1) > 16)
             if not good.any():
                 continue
             raw = np.where(good, -np.sum(r * g, axis=1) / np.maximum(curvature, 1e-30), 0.0)
             noise = np.sum(r * r, axis=1) / np.maximum(valid.sum(axis=1) - 1, 1) / np.maximum(curvature, 1e-30)
             raw = np.where(good, raw - ndimage.uniform_filter1d(raw, 16, mode="nearest"), 0.0)
-            # the jitter's variance is the estimates' spread less their noise; each row is weighed by its own
-            # noise (a row between the columns sees little of its offset)
+            # the jitter's variance is the estimates' spread less their noise; each line is weighed by its own
+            # noise (a line between the columns sees little of its offset)
             signal = max(float(np.mean(raw[good] ** 2)) - float(np.mean(noise[good])), 0.0)
-            shrink = np.where(good, signal / np.maximum(signal + noise, 1e-30), 0.0)
-            offsets[k] = np.interp(np.arange(h), scanned_rows[k], shrink * raw)
+            estimates[k] = np.where(good, signal / np.maximum(signal + noise, 1e-30), 0.0) * raw
+        offsets = estimates
     return offsets
 
 
