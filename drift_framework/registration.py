@@ -241,6 +241,21 @@ def others_means(aligned: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
             yield k, (total - np.where(seen[k], aligned[k], 0.0)) / (count - seen[k])
 
 
+def _warped_to_frame(template: np.ndarray, field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An image of the undistorted grid (NaN where unknown) as a frame with content displacement ``field``
+    (H, W, 2) scanned it: frame pixel q shows ideal point q − field(q).  Also where that view is known."""
+    from scipy import ndimage
+
+    h, w = template.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    known = np.isfinite(template)
+    where = [yy - field[..., 0], xx - field[..., 1]]
+    predicted = ndimage.map_coordinates(np.where(known, template, float(np.nanmean(template))), where, order=3,
+                                        mode="nearest")
+    covered = ndimage.map_coordinates(known.astype(np.float32), where, order=1, mode="constant") > 0.99
+    return predicted, covered
+
+
 class _TooFewStrips(ValueError):
     """Fewer than two strips of the series could be measured: no trajectory can be fitted."""
 
@@ -263,19 +278,13 @@ def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 2) -
     from scipy import ndimage
 
     n, h, w = stack.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(float)
     offsets = np.zeros((n, h))
     for _ in range(iterations):
         corrected = field.copy()
         corrected[..., 1] += offsets[:, :, None]
         estimates = np.zeros((n, h))
         for k, template in others_means(resample(stack, corrected, order=3)):
-            known = np.isfinite(template)
-            # frame pixel q shows ideal point q − field(q): the other frames' view of what this frame scanned
-            where = [yy - field[k, ..., 0], xx - field[k, ..., 1]]
-            predicted = ndimage.map_coordinates(np.where(known, template, float(np.nanmean(template))), where,
-                                                order=3, mode="nearest")
-            covered = ndimage.map_coordinates(known.astype(np.float32), where, order=1, mode="constant") > 0.99
+            predicted, covered = _warped_to_frame(template, field[k])
             grad = np.gradient(predicted, axis=1)
             valid = covered & np.roll(covered, 1, axis=1) & np.roll(covered, -1, axis=1)
             g, r = np.where(valid, grad, 0.0), np.where(valid, stack[k] - predicted, 0.0)
@@ -410,19 +419,13 @@ def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming,
     left out) warped by this frame's field — and the residual shift is added to the field at the strip's time, so
     ``d(t)`` is measured directly at every strip and the fit needs no anchor.
     """
-    from scipy import ndimage
 
     n, h, w = stack.shape
     rows = min(rows, h)
-    yy, xx = np.mgrid[0:h, 0:w].astype(float)
     obs: list[tuple[float, None, np.ndarray, float, int]] = []
     for k, template in others_means(resample(stack, field)):
         times = timing.pixel_times(k, (h, w))
-        known = np.isfinite(template)
-        fill = float(np.nanmean(template))
-        where = [yy - field[k, ..., 0], xx - field[k, ..., 1]]  # frame pixel q shows ideal q − field(q)
-        predicted = ndimage.map_coordinates(np.where(known, template, fill), where, order=3, mode="nearest")
-        covered = ndimage.map_coordinates(known.astype(np.float32), where, order=1, mode="constant") > 0.99
+        predicted, covered = _warped_to_frame(template, field[k])
         for r0 in range(0, h - rows + 1, rows):
             band = slice(r0, r0 + rows)
             cols = np.flatnonzero(covered[band].all(axis=0))
