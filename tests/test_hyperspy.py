@@ -186,7 +186,7 @@ def test_real_stem_stack_aligns_better_than_raw():
 @pytest.mark.filterwarnings("ignore:Loading old file version")
 def test_real_stack_reference_modes_agree_with_the_distorted_preset():
     """The real scan vibrates (split correlation peaks): centres of symmetry add up, so every mode gives the same
-    positions within 0.1 px (a rigid peak fit differs by ~2 px)."""
+    positions within 0.1 px (the least-squares fit of the frames differs by ~0.5 px, its loops miss by 0.2 px)."""
     from drift_hyperspy.positions import estimate_shifts
 
     stack = np.asarray(hs.load(str(REAL_DATA / "stem_abf_data_imagestack.hspy")).data, np.float32)
@@ -197,7 +197,7 @@ def test_real_stack_reference_modes_agree_with_the_distorted_preset():
             assert np.abs(a.shifts - b.shifts).max() < 0.1
     assert modes["all-pairs"].closure_px < 0.05
     rigid = estimate_shifts(lambda i: stack[i], len(stack), "classical", reference="all-pairs")
-    assert rigid.closure_px > 0.5
+    assert rigid.closure_px > 0.15 > 3 * modes["all-pairs"].closure_px
 
 
 @pytest.mark.filterwarnings("ignore:Loading old file version")

@@ -95,7 +95,11 @@ def drift_estimators():
                    "margin_px": Param("int", 3, "Border kept beyond the initial shift (the Newton steps' room)",
                                       ge=2, le=32),
                    "lowpass_px": Param("float", 2.0, "Gaussian weighting of the cross-spectrum (px; null: none)",
-                                       gt=0, nullable=True)},
+                                       gt=0, nullable=True),
+                   "fine_lowpass_px": Param("float", 1.0, "A second, sharper pass with the exact energy term: its "
+                                            "weighting (px, below lowpass_px; null: no second pass)", gt=0, nullable=True),
+                   "fine_test": Param("float", 6.0, "The second pass's answer is taken when it moves by more "
+                                      "than this χ² (2 d.o.f.) of its own covariance", ge=0)},
                   "Newton refinement of the correlation over the overlap (near the Cramér–Rao bound)"),
         Component("skimage", _skimage,
                   {**base, "upsample_factor": Param("int", 100, "Samples per pixel", ge=1),

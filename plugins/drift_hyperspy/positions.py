@@ -135,7 +135,7 @@ def closure_hint(closure_px: float, pair_sigma_px: float) -> str | None:
     if not math.isfinite(closure_px):
         return None
     expected = pair_sigma_px if math.isfinite(pair_sigma_px) else 0.0
-    if closure_px < max(0.2, 3 * expected):
+    if closure_px < max(0.1, 3 * expected):
         return None
     return (f"the pair measurements disagree by {closure_px:.2f} px RMS around loops of frames (noise explains "
             f"~{expected:.2f} px): the scan is probably distorted (vibration, line jitter); try --pipeline distorted")
