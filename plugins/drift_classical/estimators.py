@@ -520,33 +520,37 @@ def _smooth_energy_spectrum(fr: np.ndarray, shape, sigma_px: float) -> np.ndarra
 
 
 class _SpectralSurface:
-    """``f(d) = (1/N) Σ_k S_k e^{−2πi k·d}`` and its gradient and Hessian, from a half (rfft) spectrum."""
+    """``f(d) = (1/N) Σ_k S_k e^{−2πi k·d}`` and its gradient and Hessian, from a half (rfft) spectrum, or from a
+    stack of them at once (one matrix product for all their values and derivatives)."""
 
-    def __init__(self, spec: np.ndarray, shape, *, scaled: bool = False):
+    def __init__(self, spec: np.ndarray, shape):
         h, w = shape
-        if scaled:
-            self.s = spec
-        else:
-            weights = np.full(spec.shape[1], 2.0 / (h * w))  # each rfft column stands for two, but DC and Nyquist
-            weights[0] /= 2
-            if w % 2 == 0:
-                weights[-1] /= 2
-            self.s = spec.astype(np.complex128) * weights
+        blocks = spec[None] if spec.ndim == 2 else spec
+        weights = np.full(blocks.shape[-1], 2.0 / (h * w))  # each rfft column stands for two, but DC and Nyquist
+        weights[0] /= 2
+        if w % 2 == 0:
+            weights[-1] /= 2
+        self.blocks = blocks.shape[0]
+        self.s = (blocks.astype(np.complex128) * weights).reshape(-1, blocks.shape[-1])
         self.ky = 2 * np.pi * sfft.fftfreq(h)
         self.kx = 2 * np.pi * sfft.rfftfreq(w)
 
-    def at(self, d):
+    def at_all(self, d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values (k,), gradients (k, 2) and Hessians (k, 2, 2) of every spectrum of the stack at ``d``."""
         ey = np.exp(-1j * self.ky * d[0])
         ex = np.exp(-1j * self.kx * d[1])
-        t0 = self.s @ ex
-        t1 = self.s @ (ex * (-1j * self.kx))
-        t2 = self.s @ (ex * (-self.kx ** 2))
-        dy1, dy2 = ey * (-1j * self.ky), ey * (-self.ky ** 2)
-        v = float((ey @ t0).real)
-        g = np.array([(dy1 @ t0).real, (ey @ t1).real])
-        hxy = (dy1 @ t1).real
-        hess = np.array([[(dy2 @ t0).real, hxy], [hxy, (ey @ t2).real]])
-        return v, g, hess
+        along_x = (self.s @ np.stack([ex, ex * (-1j * self.kx), ex * (-self.kx ** 2)], axis=1))
+        along_x = along_x.reshape(self.blocks, -1, 3)
+        # m[:, a, b]: the a-th derivative along y of the b-th along x
+        m = (np.stack([ey, ey * (-1j * self.ky), ey * (-self.ky ** 2)]) @ along_x).real
+        grad = np.stack([m[:, 1, 0], m[:, 0, 1]], axis=1)
+        hess = np.stack([np.stack([m[:, 2, 0], m[:, 1, 1]], axis=1), np.stack([m[:, 1, 1], m[:, 0, 2]], axis=1)],
+                        axis=1)
+        return m[:, 0, 0], grad, hess
+
+    def at(self, d):
+        v, g, hess = self.at_all(d)
+        return float(v[0]), g[0], hess[0]
 
 
 class GaussNewton(MapEstimator):
@@ -721,17 +725,17 @@ class GaussNewton(MapEstimator):
             r = sfft.irfft2(fr, s=shape, workers=WORKERS)
             energy = sfft.rfft2(r * r, workers=WORKERS)
         target = corr - taper_spectrum * energy
+        both = np.stack([target, offset])
         if lowpass:
-            g = gaussian_weight(shape, lowpass)
-            return _ProfiledSurface(_SpectralSurface(target * g, shape), _SpectralSurface(offset * g, shape), sw)
-        return _ProfiledSurface(_SpectralSurface(target, shape), _SpectralSurface(offset, shape), sw)
+            both *= gaussian_weight(shape, lowpass)
+        return _ProfiledSurface(_SpectralSurface(both, shape), sw)
 
     @staticmethod
     def _covariance(raw, surface, d, var_sum, rho, wi, shape, lowpass):
         """``(σ_r² + σ_m²)·ρ·I⁻¹`` with the information ``I`` from the unweighted correlation's curvature (less the
         part the offset takes), plus, on a low-passed surface, the gradient noise of the two frames' product."""
         _, _, hess = raw.at(d)
-        _, g_u, _ = surface.offset.at(d)
+        _, g_u, _ = surface.offset_at(d)
         info = _positive_definite(-hess - np.outer(g_u, g_u) / surface.weight_sum)
         cov = var_sum * rho * np.linalg.inv(info)
         if lowpass:
@@ -747,13 +751,18 @@ class GaussNewton(MapEstimator):
 
 class _ProfiledSurface:
     """``F(d) = t(d) + u(d)²/(2W)``: the least-squares objective ``t`` with the constant offset between the frames
-    fitted out (``u`` is ``Σ w·(r(x − d) − mean)``, ``W = Σ w``); value, gradient and Hessian."""
+    fitted out (``u`` is ``Σ w·(r(x − d) − mean)``, ``W = Σ w``); value, gradient and Hessian.  ``both`` holds the
+    spectra of ``t`` and ``u``."""
 
-    def __init__(self, target: _SpectralSurface, offset: _SpectralSurface, weight_sum: float):
-        self.target, self.offset, self.weight_sum = target, offset, weight_sum
+    def __init__(self, both: _SpectralSurface, weight_sum: float):
+        self.both, self.weight_sum = both, weight_sum
 
     def at(self, d):
-        v, g, hess = self.target.at(d)
-        u, g_u, h_u = self.offset.at(d)
-        return (v + u * u / (2 * self.weight_sum), g + u * g_u / self.weight_sum,
-                hess + (np.outer(g_u, g_u) + u * h_u) / self.weight_sum)
+        v, g, hess = self.both.at_all(d)
+        u, g_u, h_u = v[1], g[1], hess[1]
+        return (float(v[0]) + u * u / (2 * self.weight_sum), g[0] + u * g_u / self.weight_sum,
+                hess[0] + (np.outer(g_u, g_u) + u * h_u) / self.weight_sum)
+
+    def offset_at(self, d):
+        v, g, hess = self.both.at_all(d)
+        return float(v[1]), g[1], hess[1]
