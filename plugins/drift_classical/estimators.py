@@ -13,12 +13,13 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
+from scipy.signal.windows import tukey
 
 from drift_framework.types import CorrelationMap, Shift
 
 from . import candidates as cand
 from . import uncertainty as unc
-from .correlators import WORKERS, CrossCorrelator, gaussian_weight, window
+from .correlators import WORKERS, CrossCorrelator, gaussian_weight
 
 
 @lru_cache(maxsize=32)
@@ -468,6 +469,12 @@ def _maximize(surface, d, iterations: int) -> np.ndarray:
     return d
 
 
+def _fits(shape, margins) -> bool:
+    """Whether the overlap left by ``margins`` (top, bottom, left, right) is at least 8 × 8 px."""
+    top, bottom, left, right = margins
+    return shape[0] - top - bottom >= 8 and shape[1] - left - right >= 8
+
+
 def _positive_definite(m: np.ndarray, floor: float = 0.1) -> np.ndarray:
     """Symmetric ``m`` with eigenvalues raised to at least ``floor`` × the largest (noisy curvature at low SNR)."""
     vals, vecs = np.linalg.eigh((m + m.T) / 2)
@@ -519,34 +526,46 @@ def _smooth_energy_spectrum(fr: np.ndarray, shape, sigma_px: float) -> np.ndarra
     return out
 
 
+@lru_cache(maxsize=16)
+def _surface_factors(shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rfft columns' weights (each stands for two, but DC and Nyquist) and ``(-i·k)^n`` for n = 0, 1, 2 along y
+    (3, h) and along x (w//2+1, 3)."""
+    h, w = shape
+    weights = np.full(w // 2 + 1, 2.0 / (h * w))
+    weights[0] /= 2
+    if w % 2 == 0:
+        weights[-1] /= 2
+    ky, kx = 2 * np.pi * sfft.fftfreq(h), 2 * np.pi * sfft.rfftfreq(w)
+    along_y = np.stack([np.ones_like(ky), -1j * ky, -ky ** 2])
+    along_x = np.stack([np.ones_like(kx), -1j * kx, -kx ** 2], axis=1)
+    for arr in (weights, along_y, along_x):
+        arr.setflags(write=False)
+    return weights, along_y, along_x
+
+
 class _SpectralSurface:
     """``f(d) = (1/N) Σ_k S_k e^{−2πi k·d}`` and its gradient and Hessian, from a half (rfft) spectrum, or from a
     stack of them at once (one matrix product for all their values and derivatives)."""
 
+    #: where the gradient and the Hessian sit in the table of derivatives m[a, b] (a-th along y, b-th along x)
+    _GRAD = (np.array([1, 0]), np.array([0, 1]))
+    _HESS = (np.array([[2, 1], [1, 0]]), np.array([[0, 1], [1, 2]]))
+
     def __init__(self, spec: np.ndarray, shape):
         h, w = shape
         blocks = spec[None] if spec.ndim == 2 else spec
-        weights = np.full(blocks.shape[-1], 2.0 / (h * w))  # each rfft column stands for two, but DC and Nyquist
-        weights[0] /= 2
-        if w % 2 == 0:
-            weights[-1] /= 2
+        weights, self.along_y, self.along_x = _surface_factors((h, w))
         self.blocks = blocks.shape[0]
-        self.s = (blocks.astype(np.complex128) * weights).reshape(-1, blocks.shape[-1])
+        self.s = np.multiply(blocks, weights, dtype=np.complex128).reshape(-1, blocks.shape[-1])
         self.ky = 2 * np.pi * sfft.fftfreq(h)
         self.kx = 2 * np.pi * sfft.rfftfreq(w)
 
     def at_all(self, d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Values (k,), gradients (k, 2) and Hessians (k, 2, 2) of every spectrum of the stack at ``d``."""
-        ey = np.exp(-1j * self.ky * d[0])
         ex = np.exp(-1j * self.kx * d[1])
-        along_x = (self.s @ np.stack([ex, ex * (-1j * self.kx), ex * (-self.kx ** 2)], axis=1))
-        along_x = along_x.reshape(self.blocks, -1, 3)
-        # m[:, a, b]: the a-th derivative along y of the b-th along x
-        m = (np.stack([ey, ey * (-1j * self.ky), ey * (-self.ky ** 2)]) @ along_x).real
-        grad = np.stack([m[:, 1, 0], m[:, 0, 1]], axis=1)
-        hess = np.stack([np.stack([m[:, 2, 0], m[:, 1, 1]], axis=1), np.stack([m[:, 1, 1], m[:, 0, 2]], axis=1)],
-                        axis=1)
-        return m[:, 0, 0], grad, hess
+        along_x = (self.s @ (self.along_x * ex[:, None])).reshape(self.blocks, -1, 3)
+        m = ((self.along_y * np.exp(-1j * self.ky * d[0])) @ along_x).real
+        return m[:, 0, 0], m[:, self._GRAD[0], self._GRAD[1]], m[:, self._HESS[0], self._HESS[1]]
 
     def at(self, d):
         v, g, hess = self.at_all(d)
@@ -592,10 +611,10 @@ class GaussNewton(MapEstimator):
         d0 = parabolic_subpixel(cmap, peak)
         ref, mov = cmap.reference, cmap.moving
         h, w = ref.shape
-        margin = int(math.ceil(np.max(np.abs(d0)))) + self.margin
-        fit = min(h, w) - 2 * margin >= 8
-        refined = self._refine(ref, mov, d0, margin, cmap.reference_spectrum) if fit else (None, None, None)
-        if len(self._tapers) > 16:  # a taper + its spectrum per margin: ~2 MB each at 512²
+        margins = self._margins(d0)
+        fit = _fits(ref.shape, margins)
+        refined = self._refine(ref, mov, d0, margins, cmap.reference_spectrum) if fit else (None, None, None)
+        if len(self._tapers) > 32:  # a taper + its spectrum per overlap: ~2 MB each at 512²
             self._tapers.clear()
         d, cov, _ = refined
         if cov is None:
@@ -613,10 +632,10 @@ class GaussNewton(MapEstimator):
     def _settle(self, ref, mov, d):
         """The optimum a far Newton move reached, refined again with the margin its shift needs (None if it does
         not settle there)."""
-        margin = int(math.ceil(np.max(np.abs(d)))) + self.margin
-        if min(ref.shape) - 2 * margin < 8:
+        margins = self._margins(d)
+        if not _fits(ref.shape, margins):
             return None
-        settled, cov, _ = self._refine(ref, mov, d, margin)
+        settled, cov, _ = self._refine(ref, mov, d, margins)
         if cov is None or (self.max_shift_px is not None and math.hypot(*settled) > self.max_shift_px):
             return None
         return settled
@@ -629,46 +648,51 @@ class GaussNewton(MapEstimator):
         """
         d0 = np.asarray(start, float)
         h, w = reference.shape
-        margin = int(math.ceil(np.max(np.abs(d0)))) + self.margin
+        margins = self._margins(d0)
         d, cov = None, None
-        if min(h, w) - 2 * margin >= 8:
-            d, cov, _ = self._refine(reference, moving, d0, margin)
+        if _fits(reference.shape, margins):
+            d, cov, _ = self._refine(reference, moving, d0, margins)
         if d is None or cov is None:
             return Shift(float(d0[0]), float(d0[1]), math.nan, 0.0, self.method)
         sigma = unc.radial_sigma(cov, self.floor_px)
         return Shift(float(d[0]), float(d[1]), sigma, unc.confidence(1.0, sigma), self.method, {"cov": cov.tolist()})
 
-    def _taper(self, shape, margin, dtype):
-        key = (shape, margin, np.dtype(dtype).str)
-        taper = self._tapers.get(key)  # get-then-set: safe when threads share this estimator
-        if taper is None:
-            taper = self._tapers[key] = self._make_taper(shape, margin, dtype)
-        return taper
+    def _margins(self, d) -> tuple[int, int, int, int]:
+        """Rows and columns of the moving frame left out at its top, bottom, left and right: those whose content
+        at shift ``d`` lies outside the reference, plus the Newton steps' room. Only the side the content entered
+        from loses pixels (a symmetric border cost up to half the overlap's information at large shifts)."""
+        dy, dx = (float(v) for v in d)
+        m = self.margin
+        return (max(0, math.ceil(dy)) + m, max(0, math.ceil(-dy)) + m, max(0, math.ceil(dx)) + m,
+                max(0, math.ceil(-dx)) + m)
 
-    def _taper_spectrum(self, shape, margin, dtype):
-        """½·conj(rfft2(taper)): the factor of the least-squares term, cached with the taper."""
-        key = ("spectrum", shape, margin, np.dtype(dtype).str)
-        spectrum = self._tapers.get(key)
-        if spectrum is None:
-            spectrum = 0.5 * sfft.rfft2(self._taper(shape, margin, dtype), workers=WORKERS).conj()
-            self._tapers[key] = spectrum
-        return spectrum
+    def _taper(self, shape, margins, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The smooth taper over the overlap and ``½·conj(rfft2(taper))``, the factor of the least-squares terms
+        (cached). The taper is separable, so its spectrum is the outer product of its factors' 1-D spectra."""
+        key = (shape, margins, np.dtype(dtype).str)
+        cached = self._tapers.get(key)  # get-then-set: safe when threads share this estimator
+        if cached is None:
+            top, bottom, left, right = margins
+            wy, wx = self._edge_taper(shape[0], top, bottom), self._edge_taper(shape[1], left, right)
+            spectrum = 0.5 * np.outer(sfft.fft(wy), sfft.rfft(wx)).conj()
+            cached = self._tapers[key] = (np.outer(wy, wx).astype(dtype),
+                                          spectrum.astype(np.result_type(dtype, np.complex64)))
+        return cached
 
-    def _make_taper(self, shape, margin, dtype):
-        h, w = shape
-        win = np.zeros(shape, dtype)
-        ih, iw = h - 2 * margin, w - 2 * margin
-        ay = min(1.0, 2 * self.taper / ih) if self.taper > 0 else 0.0
-        ax = min(1.0, 2 * self.taper / iw) if self.taper > 0 else 0.0
-        win[margin:h - margin, margin:w - margin] = np.outer(window((ih, 1), "tukey", ay)[:, 0] if ay else np.ones(ih),
-                                                             window((iw, 1), "tukey", ax)[:, 0] if ax else np.ones(iw))
-        return win
+    def _edge_taper(self, n: int, lo: int, hi: int) -> np.ndarray:
+        """1-D: zero on the ``lo`` first and ``hi`` last samples, a Tukey window of ``taper_px`` edges between."""
+        out = np.zeros(n, np.float32)
+        inside = n - lo - hi
+        alpha = min(1.0, 2 * self.taper / inside) if self.taper > 0 else 0.0
+        out[lo:n - hi] = tukey(inside, alpha) if alpha else 1.0
+        return out
 
-    def _refine(self, ref, mov, d0, margin, ref_spectrum=None):
+    def _refine(self, ref, mov, d0, margins, ref_spectrum=None):
         dtype = ref.dtype
         h, w = ref.shape
-        win = self._taper(ref.shape, margin, dtype)
-        inner = (slice(margin, h - margin), slice(margin, w - margin))  # the taper is zero outside
+        win, taper_spectrum = self._taper(ref.shape, margins, dtype)
+        top, bottom, left, right = margins
+        inner = (slice(top, h - bottom), slice(left, w - right))  # the taper is zero outside
         wi = win[inner]
         sw = float(wi.sum(dtype=np.float64))
         mz = mov[inner] - dtype.type(np.sum(wi * mov[inner], dtype=np.float64) / sw)
@@ -681,7 +705,6 @@ class GaussNewton(MapEstimator):
         fr = ref_spectrum if ref_spectrum is not None else sfft.rfft2(ref - mean_r, workers=WORKERS)
         corr = sfft.rfft2(a, workers=WORKERS).conj() * fr
         raw = _SpectralSurface(corr, shape)
-        taper_spectrum = self._taper_spectrum(ref.shape, margin, dtype)
         # u(d) = Σ w(x)·(r(x − d) − mean_r): the reference's weighted mean under the shifted overlap differs from
         # the moving frame's wherever the view holds a different part of a coarse lattice; the least-squares fit
         # takes the constant offset as a parameter (see _ProfiledSurface), or the mismatch pulls the shift by up to
@@ -698,18 +721,22 @@ class GaussNewton(MapEstimator):
         # noise of both frames from the residual energy: Σw(m − r̃)² ≈ Σw m² + Σw r(·−d)² − 2 f(d)
         v, _, _ = raw.at(d)
         sy, sx = (int(v) for v in np.round(d))
-        ri = ref[margin - sy:h - margin - sy, margin - sx:w - margin - sx] - mean_r  # r(x − round(d)) on Ω
+        ri = ref[top - sy:h - bottom - sy, left - sx:w - right - sx] - mean_r  # r(x − round(d)) on Ω
         e_m = float(np.sum(wi * mz * mz, dtype=np.float64))
         e_r = float(np.sum(wi * ri * ri, dtype=np.float64))
         var_sum = max((e_m + e_r - 2 * v) / sw, 1e-30)
         rho = float(np.sum(wi * wi, dtype=np.float64)) / sw
         cov = self._covariance(raw, coarse, d, var_sum, rho, wi, shape, self.lowpass)
-        if self.fine_lowpass is None or self.lowpass is None or self.fine_lowpass >= self.lowpass:
+        if (self.fine_lowpass is None or self.lowpass is None or self.fine_lowpass >= self.lowpass
+                or float(np.linalg.eigvalsh(cov)[0]) * self.fine_test > self.fine_reach_px ** 2):
+            # (the last: the sharper pass is the noisier one, so no move within its reach could pass the test)
             return d, cov, (var_sum / 2, var_sum / 2)
         # The sharper pass: the exact energy Σ w·r² and a narrower low-pass. At a high dose the coarse pass's bias
         # (a few 0.01 px on coarse lattices) is many of its standard errors; at a low dose the sharper answer is
         # only noisier. Take it when it moves further than its own noise explains.
-        fine = self._lowpass_pass(corr, fr, taper_spectrum, offset, sw, shape, self.fine_lowpass, smooth_energy=False)
+        # fr is the spectrum of the reference less a constant, which its zero frequency gives
+        r = ref - dtype.type((float(ref.sum(dtype=np.float64)) - float(fr[0, 0].real)) / ref.size)
+        fine = self._lowpass_pass(corr, r, taper_spectrum, offset, sw, shape, self.fine_lowpass, smooth_energy=False)
         d_fine = _maximize(fine, d, self.iterations)
         cov_fine = self._covariance(raw, fine, d_fine, var_sum, rho, wi, shape, self.fine_lowpass)
         step = d_fine - d
@@ -717,13 +744,14 @@ class GaussNewton(MapEstimator):
             return d_fine, cov_fine, (var_sum / 2, var_sum / 2)
         return d, cov, (var_sum / 2, var_sum / 2)
 
-    def _lowpass_pass(self, corr, fr, taper_spectrum, offset, sw, shape, lowpass, *, smooth_energy):
-        """The profiled least-squares objective, its spectra weighted by a Gaussian of ``lowpass`` px."""
+    def _lowpass_pass(self, corr, reference, taper_spectrum, offset, sw, shape, lowpass, *, smooth_energy):
+        """The profiled least-squares objective, its spectra weighted by a Gaussian of ``lowpass`` px; its energy
+        term from ``reference`` (the image, less the constant of ``offset``): low-passed (``smooth_energy``, then
+        ``reference`` is its spectrum) or exact."""
         if smooth_energy:
-            energy = _smooth_energy_spectrum(fr, shape, lowpass or 1.0)
+            energy = _smooth_energy_spectrum(reference, shape, lowpass or 1.0)
         else:
-            r = sfft.irfft2(fr, s=shape, workers=WORKERS)
-            energy = sfft.rfft2(r * r, workers=WORKERS)
+            energy = sfft.rfft2(reference * reference, workers=WORKERS)
         target = corr - taper_spectrum * energy
         both = np.stack([target, offset])
         if lowpass:
