@@ -100,8 +100,10 @@ def test_bench_learned_scores_families_contrasts_camera_cases_and_the_real_stack
         (c, b) for c in ("bright", "dark") for b in ("8–16 px", "16–40 px")}
     for r in rows:
         assert 0 <= float(r["success"]) <= 1 and 0 < float(r["efficiency"]) < 10
+        assert 0 < float(r["success_at_bound"]) <= 1
     text = (tmp_path / "learned.md").read_text()
     assert "`dcnn` 13/13" in text and "`classical` 13/13" in text and "scikit-image" in text
+    assert "estimator at the" in text.split("## Every cell")[0]  # how many cells the bound itself limits
     real = text.split("real SrTiO3 stack")[1]
     assert real.count("\n| ") >= 5    # header + 4 frames
 

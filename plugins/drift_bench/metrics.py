@@ -43,6 +43,13 @@ def summarize(errors, sigmas, bounds, seconds) -> dict:
     }
 
 
+def success_at_bound(bounds) -> float:
+    """The success (|error| < ``SUCCESS_PX``) of an unbiased estimator whose error is Gaussian, isotropic and at each
+    pair's Cramér–Rao bound (``bounds``: the traces): ``mean(1 − exp(−R²/trace))``."""
+    traces = np.asarray(bounds, float)
+    return float(np.mean(1.0 - np.exp(-SUCCESS_PX ** 2 / np.maximum(traces, 1e-300))))
+
+
 def time_estimate(pipeline, reference, moving):
     """``(shift or None, seconds)``; a FrameError counts as a failure, not a crash."""
     t0 = time.perf_counter()
