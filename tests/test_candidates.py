@@ -110,3 +110,15 @@ def test_a_broad_noisy_peak_is_not_reported_as_precise():
         right += err < 0.5
         confidently_wrong += err >= 0.5 and s.confidence >= 0.5
     assert confidently_wrong == 0 and right >= 20
+
+
+def test_a_lattice_too_coarse_to_index_reports_the_equal_peak_nearest_zero():
+    """Three to four 30+ px cells in 128²: the reference's reflections do not index the lattice, and the map's highest
+    peak was sometimes the translate a cell beyond the true shift (answered with confidence 0). The nearest of the
+    peaks the map's choice does not beat is now the answer."""
+    pairs = list(simulator_source(lattice="square", spacing_px=[16.0, 40.0], rotation_deg=None, shape=[128, 128],
+                                  contrast="bright", noise={"kind": "poisson", "dose": 200.0}).pairs(40, seed=2046))
+    pipe = df.load_pipeline("classical")
+    shifts = [pipe.estimate(p.reference, p.moving) for p in pairs]
+    err = np.array([np.hypot(s.dy - p.shift[0], s.dx - p.shift[1]) for s, p in zip(shifts, pairs)])
+    assert err.max() < 0.5  # pair 11 (32.6 px cell) was answered 32.6 px off

@@ -637,6 +637,7 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
 
     basis = spectra.basis
     known = basis is not None
+    scoring = keep_first
     keep_first = keep_first or not known
     # the map's own choice (index 0) stands unless rivals beat it; then the one nearest zero of those no other beats.
     # A rival farther from zero than the map's choice can take over only from within the cell (a pseudo-lattice
@@ -657,6 +658,14 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
         pool = {j for k in winners for j in range(n)
                 if j == k or spectra.is_lattice_vector(np.subtract(cands[j].shift, cands[k].shift))}
         chosen = min(pool, key=lambda k: cands[k].shift[0] ** 2 + cands[k].shift[1] ** 2)
+    if not known and not scoring:
+        # No lattice to tell translates from rivals: of the peaks nearer zero that the map's choice does not beat,
+        # the nearest (on a lattice too coarse to index, the translate the convention reports). The map's choice
+        # stays a rival below.
+        equal = [k for k in range(1, n) if np.hypot(*cands[k].shift) < np.hypot(*cands[0].shift) - 0.5
+                 and not beats(compare(0, k), cands[0].value)]
+        if equal:
+            chosen = min(equal, key=lambda k: cands[k].shift[0] ** 2 + cands[k].shift[1] ** 2)
     nearest = _nearest_translate(data, center, search_mask, cands[chosen], basis)
     distinct, rivals = 1.0, []
     if nearest is not None and keep_first and basis is not None:
@@ -674,7 +683,7 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
             continue
         z, sd = result
         farther = np.hypot(*cands[k].shift) > np.hypot(*cands[chosen].shift)
-        if farther and not known:
+        if farther and not known and k != 0:
             continue  # no lattice to tell translates apart: the nearest of equal peaks wins
         beyond_cell = np.hypot(*np.subtract(cands[k].shift, cands[chosen].shift)) >= reach
         if tolerance > 0 and farther and beyond_cell and abs(z * sd) <= tolerance:

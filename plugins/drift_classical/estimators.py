@@ -575,17 +575,16 @@ class _SpectralSurface:
 class GaussNewton(MapEstimator):
     """Newton refinement of the cross-correlation over the overlap region.
 
-    Maximizes ``f(d) = Σ_Ω w(x)·m(x)·r̃(x − d) − ½ Σ_Ω w(x)·r̄²(x − d)`` (the second term, from the
-    low-passed reference r̄, makes it the least-squares objective; see ``_refine``) where ``r̃`` is the cubic-spline
-    interpolant of the reference and ``w`` a smooth taper over the region ``Ω``
-    of the moving frame that stays inside the reference for every candidate
-    shift.  Because the moving frame's noise is independent of the reference's,
-    this objective has no pixel-locking bias (unlike the sum of squared
-    differences, whose interpolated-noise energy varies with the sub-pixel
-    phase); the smooth taper removes the boundary bias.  ``f`` at integer lags
-    is one FFT correlation, and the cubic-spline interpolation of those values
-    equals ``f`` exactly, so the Newton iterations cost no image resampling.
-    The covariance is ``(σ_r² + σ_m²)·ρ·H⁻¹`` with ``H = −∇²f``.
+    Maximizes ``f(d) = Σ_Ω w(x)·m(x)·r(x − d) − ½ Σ_Ω w(x)·r̄²(x − d) + u(d)²/2W``: the least-squares objective
+    with the constant offset between the frames fitted out (``u(d) = Σ w·(r(x − d) − mean)``, ``W = Σ w``), over the
+    region ``Ω`` of the moving frame whose content stays inside the reference (only the side the content entered
+    from is left out), under a smooth taper ``w``.  Because the moving frame's noise is independent of the
+    reference's, the cross term has no pixel-locking bias (unlike the sum of squared differences, whose
+    interpolated-noise energy varies with the sub-pixel phase); the energy term takes the low-passed reference
+    ``r̄`` for the same reason.  Everything is evaluated exactly from spectra (band-limited), so the Newton
+    iterations cost no image resampling.  A second, sharper pass (exact energy ``r²``, ``fine_lowpass_px``)
+    removes the low-pass's bias where the data are good enough to show it.  The covariance is
+    ``(σ_r² + σ_m²)·ρ·I⁻¹`` with the information ``I`` from the correlation's curvature.
     """
 
     method = "gauss-newton"
@@ -610,7 +609,6 @@ class GaussNewton(MapEstimator):
         peak, contest = self.choose_peak(cmap, vstd, noise)
         d0 = parabolic_subpixel(cmap, peak)
         ref, mov = cmap.reference, cmap.moving
-        h, w = ref.shape
         margins = self._margins(d0)
         fit = _fits(ref.shape, margins)
         refined = self._refine(ref, mov, d0, margins, cmap.reference_spectrum) if fit else (None, None, None)
@@ -647,7 +645,6 @@ class GaussNewton(MapEstimator):
         only (the basin is the caller's claim).
         """
         d0 = np.asarray(start, float)
-        h, w = reference.shape
         margins = self._margins(d0)
         d, cov = None, None
         if _fits(reference.shape, margins):
