@@ -161,7 +161,7 @@ def _worst(rows: list[dict], pipelines: dict) -> list[dict]:
 
 
 def _bound_limited(rows: list[dict]) -> str:
-    """How many cells even an estimator at the bound cannot solve to 99 %, and the gap to it in those cells."""
+    """How many cells even an estimator at the bound cannot solve to 99 %, and the lowest of them."""
     cells: dict = {}
     for r in rows:
         cells.setdefault((r["family"], r["contrast"], r["cell"], r["dose_e_per_px"]), []).append(r)

@@ -588,8 +588,9 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     rest of the probability that the pick beats each (:func:`_beats`).
 
     When the reference shows no lattice the images cannot tell lattice translates from rivals (a small tracking
-    region, a strongly distorted scan): then, as for any lattice, peaks farther from zero than the pick do not
-    compete and the pick stands.  ``None`` when the map has no peak.
+    region, a strongly distorted scan, three or four cells of a coarse lattice): then, as for any lattice, peaks
+    farther from zero than the pick do not compete, and of the peaks nearer zero that the map's choice does not
+    beat the nearest is the answer, with the map's choice as its rival.  ``None`` when the map has no peak.
     """
     masked = data if search_mask is None else np.where(search_mask, data, -np.inf)
     top = float(np.max(masked))
