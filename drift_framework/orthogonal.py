@@ -203,8 +203,8 @@ def register_orthogonal(first: Any, second: Any, *, rotation_deg: float = 90.0, 
     if not residual <= 0.5:
         notes.append(f"the two series disagree by {residual:.2f} px RMS beyond distortions of their scan lines: "
                      "not the same area, or distortion that changes from frame to frame")
-    first_reg = _finish(stack_a, field_a, a.uncertainty, a.model, a.timing, a.notes)
-    second_reg = _finish(stack_b, field_b, b.uncertainty, b.model, b.timing, b.notes)
+    first_reg = _finish(stack_a, field_a, a.uncertainty, a.model, a.timing, a.notes, a.knots_per_frame)
+    second_reg = _finish(stack_b, field_b, b.uncertainty, b.model, b.timing, b.notes, b.knots_per_frame)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         average = np.nanmean(np.concatenate([first_reg.aligned, np.rot90(second_reg.aligned, k, axes=(1, 2))]),

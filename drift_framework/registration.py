@@ -159,7 +159,7 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
         Knots of the piecewise-linear trajectory per frame time (``scan``); ``"auto"`` (default): 2, 4 or 8,
         whichever predicts strips left out of the fit best (more only when at least 25 % better), chosen again at
         each template pass and kept in ``SeriesRegistration.knots_per_frame``.  On the shared real SrTiO3 stack it
-        chooses 8 (64² patches disagree by 0.71 px, 1.10 with 2); on the simulator's smooth drift mostly 2.
+        chooses 8 (64² patches disagree by 0.68 px, 1.12 with 2); on the simulator's smooth drift mostly 2.
     smoothness : float
         Weight of the trajectory's second-difference prior, in px⁻² of curvature per knot (``scan``).
     line_jitter : bool
@@ -170,7 +170,7 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     template_passes : int
         Refits of the trajectory to strips measured against the other frames' mean instead of the first frame
         (``scan``; with more ``knots_per_frame``, for drift that changes within a frame).  On the shared real
-        SrTiO3 stack, 8 knots and one pass take the RMS disagreement of 64² patches to 0.65 px (0.71 without the
+        SrTiO3 stack, 8 knots and one pass take the RMS disagreement of 64² patches to 0.67 px (0.68 without the
         pass). On the simulator's smooth drift, one pass changes it by less than 0.01 px and costs half again the
         time.
 
@@ -217,9 +217,7 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
         field = _field(trajectory, timing, (h, w), n)
     if line_jitter:
         field[..., 1] += line_offsets(stack, field)[:, :, None]
-    registration = _finish(stack, field, uncertainty, model, timing, tuple(notes))
-    registration.knots_per_frame = knots
-    return registration
+    return _finish(stack, field, uncertainty, model, timing, tuple(notes), knots)
 
 
 def _field(trajectory: Callable[[Any], np.ndarray], timing: ScanTiming, shape: tuple[int, int], n: int) -> np.ndarray:
@@ -419,7 +417,6 @@ def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming,
     left out) warped by this frame's field — and the residual shift is added to the field at the strip's time, so
     ``d(t)`` is measured directly at every strip and the fit needs no anchor.
     """
-
     n, h, w = stack.shape
     rows = min(rows, h)
     obs: list[tuple[float, None, np.ndarray, float, int]] = []
@@ -444,7 +441,8 @@ def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming,
 
 
 def _finish(stack: np.ndarray, field: np.ndarray, uncertainty: np.ndarray, model: str,
-            timing: ScanTiming | None, notes: tuple[str, ...] = ()) -> SeriesRegistration:
+            timing: ScanTiming | None, notes: tuple[str, ...] = (),
+            knots_per_frame: int | None = None) -> SeriesRegistration:
     """Resample every frame onto the undistorted grid: ``ideal[p] ≈ frame[p + field(p)]`` (smooth fields)."""
     aligned = resample(stack, field)
     with warnings.catch_warnings():  # pixels no frame saw stay NaN
@@ -453,7 +451,7 @@ def _finish(stack: np.ndarray, field: np.ndarray, uncertainty: np.ndarray, model
     shifts = field.mean(axis=(1, 2))
     return SeriesRegistration(field=field.astype(np.float32), shifts=shifts, aligned=aligned,
                               average=np.asarray(average, np.float32), uncertainty=uncertainty, model=model,
-                              timing=timing, notes=notes)
+                              timing=timing, notes=notes, knots_per_frame=knots_per_frame)
 
 
 def resample(frames: np.ndarray, field: np.ndarray, *, order: int = 3) -> np.ndarray:

@@ -91,6 +91,7 @@ def test_orthogonal_series_take_out_the_scan_distortion_and_keep_the_strain(cont
     middle = slice(16, -16)
     assert np.sqrt(np.mean((both.slow_scan_first[middle] - expected[middle]) ** 2)) < 0.15
     assert both.residual_px < 0.2 and both.average.shape == (128, 128)
+    assert both.first.knots_per_frame == alone.knots_per_frame and both.second.knots_per_frame is not None
     # the real 1 % strain along x stays in the combined average; the distortion does not
     columns = first[0].meta["true_columns_px"]
     dark = contrast == "dark"

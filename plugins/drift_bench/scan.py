@@ -148,16 +148,22 @@ def column_positions(image: np.ndarray, spacing_px: float, dark: bool) -> np.nda
     return np.array(out).reshape(-1, 2)
 
 
-def column_error_px(found: np.ndarray, truth: np.ndarray) -> tuple[float, int]:
-    """RMS distance (px) of found columns from their true positions, the common translation removed (the
-    reference position is a free choice), and how many columns were matched (within 2 px)."""
+def _matched(found: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Found columns and the true column each lies within 2 px of (the others left out)."""
     from scipy.spatial import cKDTree
 
     distance, nearest = cKDTree(truth).query(found)
-    matched = distance < 2.0
-    error = found[matched] - truth[nearest[matched]]
+    keep = distance < 2.0
+    return found[keep], truth[nearest[keep]]
+
+
+def column_error_px(found: np.ndarray, truth: np.ndarray) -> tuple[float, int]:
+    """RMS distance (px) of found columns from their true positions, the common translation removed (the
+    reference position is a free choice), and how many columns were matched (within 2 px)."""
+    found, true = _matched(found, truth)
+    error = found - true
     error = error - np.median(error, axis=0)
-    return float(np.sqrt(np.mean(np.sum(error ** 2, axis=1)))), int(matched.sum())
+    return float(np.sqrt(np.mean(np.sum(error ** 2, axis=1)))), len(found)
 
 
 def column_rows(args) -> list[dict]:
@@ -191,12 +197,8 @@ def column_rows(args) -> list[dict]:
 def lattice_distortion(average: np.ndarray, columns: np.ndarray, spacing_px: float, dark: bool) -> np.ndarray:
     """``M`` (2×2, y and x) in ``found ≈ (1 + M)·true + t`` over the columns of an average: the strain the image
     shows that the (strained) specimen does not have."""
-    from scipy.spatial import cKDTree
-
-    found = column_positions(average, spacing_px, dark)
-    distance, nearest = cKDTree(columns).query(found)
-    keep = distance < 2.0
-    fit, *_ = np.linalg.lstsq(np.c_[columns[nearest[keep]], np.ones(keep.sum())], found[keep], rcond=None)
+    found, true = _matched(column_positions(average, spacing_px, dark), columns)
+    fit, *_ = np.linalg.lstsq(np.c_[true, np.ones(len(true))], found, rcond=None)
     return fit[:2].T - np.eye(2)
 
 

@@ -254,8 +254,7 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
     aligned = hs.signals.Signal2D(reg.aligned)
     field = hs.signals.Signal2D(np.moveaxis(reg.field, -1, 1))  # (frame, dy/dx |y, x)
     for target in (aligned, field):
-        for src, dst in zip(signal.axes_manager.signal_axes, target.axes_manager.signal_axes):
-            dst.name, dst.units, dst.scale, dst.offset = src.name, src.units, src.scale, src.offset
+        _same_image_axes(signal, target)
     for note in (both.notes if both is not None else reg.notes):
         print(f"warning: {note}", file=sys.stderr)
     record = {"model": reg.model, "pipeline": str(args.pipeline), "shifts_px": reg.shifts.tolist(),
@@ -278,8 +277,7 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
         for data, path in ((np.rot90(both.second.aligned, turns, axes=(1, 2)), second_path),
                            (both.average, average_path)):
             written = hs.signals.Signal2D(np.ascontiguousarray(data))
-            for src, dst in zip(signal.axes_manager.signal_axes, written.axes_manager.signal_axes):
-                dst.name, dst.units, dst.scale, dst.offset = src.name, src.units, src.scale, src.offset
+            _same_image_axes(signal, written)
             written.metadata.set_item("drift_framework", record)
             written.save(str(path), overwrite=True)
         print(f"orthogonal: slow-scan distortion of {args.input} up to "
@@ -299,6 +297,12 @@ def _run_scan(args, out: Path, csv_path: Path) -> int:
         other.save(other.resampled(reg, args.order), target, np.zeros(2), {"applied_from": str(args.input), **record})
         print(f"written: {target} (the field of {args.input} applied to {other.path})")
     return 0
+
+
+def _same_image_axes(source, target) -> None:
+    """``target``'s image axes named and calibrated as ``source``'s (both on the undistorted scan grid)."""
+    for src, dst in zip(source.axes_manager.signal_axes, target.axes_manager.signal_axes):
+        dst.name, dst.units, dst.scale, dst.offset = src.name, src.units, src.scale, src.offset
 
 
 def _scan_timing(args, signal, path: str) -> dict[str, float | None]:

@@ -20,13 +20,6 @@ def _rotation(deg: float) -> np.ndarray:
     return np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
 
 
-def _scan_matrix(deg: float) -> np.ndarray:
-    """Specimen (y, x) vectors as a raster turned by ``deg`` records them: the frame shows the specimen turned back,
-    so at 90° a specimen step (dy, dx) appears as (dx, −dy) and ``np.rot90(frame, 1)`` undoes the turn."""
-    t = math.radians(deg)
-    return np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
-
-
 def _pick(value, rng: np.random.Generator) -> float:
     """A fixed value, or a uniform draw from ``[lo, hi]``."""
     if len(value) == 1:
@@ -54,8 +47,10 @@ class VirtualMicroscope:
         self.specimen = self._new_specimen(self.rng)
         sh, sw = self.specimen.size
         self.origin0 = np.array([(sh - h) / 2, (sw - w) / 2])
-        # specimen axes → the recorded frame's: drift, moves and the specimen itself are seen through the raster
-        self.scan_matrix = _scan_matrix(params["scan_rotation_deg"])
+        # specimen axes → the recorded frame's: drift, moves and the specimen itself are seen through the raster.
+        # A raster turned by θ shows the specimen turned back by θ: at 90° a specimen step (dy, dx) appears as
+        # (dx, −dy), and np.rot90(frame, 1) undoes the turn
+        self.scan_matrix = _rotation(-params["scan_rotation_deg"])
         eyy, exx, exy = params["strain"] or (0.0, 0.0, 0.0)
         view = self.scan_matrix @ np.array([[1 + eyy, exy], [exy, 1 + exx]])
         if not np.allclose(view, np.eye(2)):  # strained and turned about the middle of the first field of view
