@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .limits import Limits
-from .types import Frame, Shift
+from .types import Frame, Shift, doubted
 
 __all__ = ["ReferenceStrategy", "Suspender", "CorrectionSchedule", "Actuation", "Correction", "CalibrationCheck",
            "choose_by_trajectory"]
@@ -129,11 +129,14 @@ def choose_by_trajectory(shift: Shift, predicted_px: np.ndarray, predicted_sigma
     prediction can, when its uncertainty is small against the distance between the candidates.  Each option's
     probability is the estimator's own preference (its confidence for its choice, at least an equal share, the rest
     shared by the candidates) times the Gaussian likelihood of the prediction, with the prediction's and the estimate's σ
-    (both radial).  Returns the most probable option with that probability as its confidence and the others as
-    candidates, or None when the prediction is far from every option (more than 4 σ: it explains none of them).
+    (both radial).  Returns the most probable option with that probability as its confidence (held below 0.5 while
+    another option keeps more than 5 %: :func:`~drift_framework.types.doubted`) and the others as candidates, or
+    None when the prediction is far from every option (more than 4 σ: it explains none of them).
     """
     options = [shift.vector] + [np.asarray(c, float) for c in shift.candidates]
-    own = shift.confidence if math.isfinite(shift.confidence) else 0.0
+    # an ambiguous answer's confidence is held below 0.5; its probability against the candidates is the preference
+    own = float(shift.meta.get("p_right", shift.confidence))
+    own = own if math.isfinite(own) else 0.0
     n = len(options)
     # the estimator's choice is at least as likely as any other option: its confidence also counts imprecision
     chosen = max(own, 1 / n)
@@ -150,8 +153,11 @@ def choose_by_trajectory(shift: Shift, predicted_px: np.ndarray, predicted_sigma
     others = tuple((float(o[0]), float(o[1])) for k, o in enumerate(options) if k != best)
     meta = {**shift.meta, "estimator_confidence": own, "chosen_by_trajectory": best != 0,
             "predicted_px": (float(predicted_px[0]), float(predicted_px[1])), "predicted_sigma_px": predicted_sigma_px}
+    # still ambiguous while another option keeps more than 5 % (the estimators' rule for a rival)
+    doubt = bool(np.any(np.delete(posterior, best) > 0.05))
     return dataclasses.replace(shift, dy=float(options[best][0]), dx=float(options[best][1]),
-                               confidence=float(posterior[best]), candidates=others, meta=meta)
+                               confidence=doubted(float(posterior[best]), doubt), candidates=others,
+                               meta={**meta, "p_right": float(posterior[best])})
 
 
 class Correction:

@@ -106,6 +106,20 @@ class Frame:
     meta: dict = field(default_factory=dict)
 
 
+#: the most confidence an ambiguous answer carries (rivals the data do not rule out): below the 0.5 that gating,
+#: ``drift correct`` and the benchmarks read as "right", however probable it is against them.
+AMBIGUOUS_CONFIDENCE = 0.45
+
+
+def doubted(confidence: float, ambiguous: bool) -> float:
+    """``confidence``, held to :data:`AMBIGUOUS_CONFIDENCE` when the answer is ambiguous.
+
+    An answer with a rival within the noise cannot be acted on as right: gating holds it, a trajectory prior or
+    all-pairs averaging decides (estimators keep its probability against the rivals as ``meta["p_right"]``).
+    """
+    return min(confidence, AMBIGUOUS_CONFIDENCE) if ambiguous else confidence
+
+
 @dataclass(frozen=True)
 class Shift:
     """A measured displacement of the moving frame's content, in pixels.
@@ -115,8 +129,10 @@ class Shift:
     probability that the error is below half a pixel.  ``candidates`` are the
     other shifts ``(dy, dx)`` the data could not rule out (on a lattice: peaks a
     pseudo-lattice vector away, or noise peaks as high); when there are any the
-    answer is :attr:`ambiguous` and its confidence low, so that gating, all-pairs
-    averaging or a trajectory prior can decide.
+    answer is :attr:`ambiguous` and its confidence at most
+    :data:`AMBIGUOUS_CONFIDENCE`, so that gating, all-pairs averaging or a
+    trajectory prior can decide (a trajectory's decision keeps the candidates
+    and may be confident: :func:`~drift_framework.policy.choose_by_trajectory`).
     """
 
     dy: float

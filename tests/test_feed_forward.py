@@ -12,7 +12,7 @@ from drift_framework.policy import choose_by_trajectory
 from drift_framework.recipe import RecipeError, load_recipe, validate_component
 from drift_framework.registration import field_rmse, register_series
 from drift_framework.trajectory import DriftTrack
-from drift_framework.types import BuildContext, Frame, Shift
+from drift_framework.types import AMBIGUOUS_CONFIDENCE, BuildContext, Frame, Shift
 from drift_framework.yamldoc import YamlDoc
 
 
@@ -139,6 +139,13 @@ def test_the_trajectory_decides_between_lattice_equivalent_candidates():
     assert vague.confidence < 0.5
     # a prediction far from every candidate explains none of them
     assert choose_by_trajectory(shift, np.array([30.0, 30.0]), 0.4) is None
+    # an ambiguous answer's confidence is held below 0.5; its probability against the rivals is the preference, and
+    # what the trajectory cannot decide stays held
+    held = Shift(1.0, 1.7, sigma=0.05, confidence=AMBIGUOUS_CONFIDENCE, meta={"p_right": 0.9},
+                 candidates=((1.0, -12.3),))
+    undecided = choose_by_trajectory(held, np.array([1.0, -5.3]), 8.0)
+    assert (undecided.dy, undecided.dx) == (1.0, 1.7) and undecided.meta["p_right"] > 0.85
+    assert undecided.confidence <= AMBIGUOUS_CONFIDENCE
 
 
 def test_the_drift_track_predicts_in_frames_and_its_prior_bounds_the_first_step():

@@ -8,16 +8,22 @@ ones whenever the true shift is the farther peak.  So:
 1. **The lattice.**  The reference's reflections (significant bins of a Hann-windowed spectrum) give the reciprocal
    lattice; its dual is the real-space basis.  A pseudo-lattice shows only in weak reflections between the strong
    ones: their powers, read where an index-2 super-lattice puts them and summed, decide whether the true cell is
-   twice as large (:meth:`WindowedSpectrum._coarsest`).  Candidates one lattice vector apart are the same answer.
+   twice as large (:meth:`WindowedSpectrum._superlattices`).  Candidates one lattice vector apart are the same answer.
 2. **Heights compared fairly.**  Map heights carry biases larger than a centred basis's signal (a circular map's
    seam, a window's overlap, both favouring lags near zero), so two candidates are compared by their correlation
    coefficients over one common region of the reference (:class:`OverlapComparison`).
-3. **The noise of a difference.**  ``ρ(a) − ρ(b) = Σ r(x)·[m(x+a) − m(x+b)]``: the reference's noise meets only the
-   part of the moving frame that changes under ``v = b − a``; the moving frame's noise enters at two places.
+3. **The noise of a difference.**  ``ρ(a) − ρ(b) = Σ r(x)·[m(x+a) − m(x+b)]``: each frame's noise meets only the
+   part of the other's content that changes under ``v = b − a`` (one noisy pixel enters both sums), plus noise ×
+   noise and the edge of the region.
 4. **The posterior.**  Against a noise peak, ``Φ(z)``; against a shadow of itself (a pseudo-lattice vector away,
    content differing by the fraction ``f``), the two hypotheses predict gaps ``±ρ·f``, whose likelihood ratio stays
-   near even when the basis columns are nearly alike (:func:`_beats`).  The product over rivals is the
-   ``peak_distinctness`` that multiplies an estimator's confidence; rivals it does not rule out are listed.
+   near even when the basis columns are nearly alike (:func:`_beats`).  Rivals a lattice vector apart are one
+   answer, their evidence pooled.  The product over answers is the ``peak_distinctness`` that multiplies an
+   estimator's confidence; rivals it does not rule out are listed.
+5. **Super-lattices the reflections cannot show.**  At a low dose the true cell's weak reflections may not stand
+   out at all; the other coset's shift is then weighed by the posterior of such a super-lattice (its reflections'
+   summed excess and a prior: :class:`SuperLattice`) times the chance the correlation prefers it.  It doubts the
+   pick and is listed, but never replaces it (:func:`_hidden_cosets`).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import scipy.fft as sfft
@@ -48,6 +55,13 @@ TAPER_LOBE_BINS = 4.0
 NEARER_FRACTION = 0.15
 #: a candidate the pick beats with less than this probability is a rival: the answer is ambiguous.
 RIVAL_BELOW = 0.95
+#: prior odds of a super-lattice the reflections do not show: the centring of a square or rectangular cell is
+#: common (two kinds of column on a centred square: perovskite, CsCl or fluorite [001], the kinds alike in some
+#: contrast); any other index-2 super-lattice of an apparent lattice is rare.
+CENTRED_PRIOR = 0.3
+OTHER_PRIOR = 0.01
+#: under a super-lattice, the z its reflections' summed excess power reads is taken as uniform up to this.
+SUPERLATTICE_Z_RANGE = 8.0
 #: half-width of the Lanczos kernel that interpolates map heights between samples.
 LANCZOS_A = 6
 #: at most this many competing maxima are scored (the highest).
@@ -74,6 +88,51 @@ class Contest:
     @property
     def ambiguous(self) -> bool:
         return bool(self.rivals)
+
+
+@dataclass(frozen=True)
+class SuperLattice:
+    """An index-2 super-lattice of an apparent lattice: its ``basis``, a ``step`` of the apparent lattice that is
+    not one of its vectors (it moves content between the two cosets), the ``z`` its extra reflections read above
+    noise, the ``prior`` odds that such a super-lattice hides in a lattice like this one, and the ``fraction`` of the
+    reference's reflection power its extra reflections hold."""
+
+    basis: np.ndarray
+    step: np.ndarray
+    z: float
+    prior: float
+    fraction: float = 0.0  # of the reference's reflection power in its extra reflections
+
+    @property
+    def coset_mismatch(self) -> float:
+        """How much content changes under :attr:`step` (``mismatch`` of a lag): the extra reflections change sign."""
+        return 2.0 * self.fraction
+
+    @property
+    def odds(self) -> float:
+        """Posterior odds of this super-lattice against none: the prior times the Bayes factor of ``z`` (N(0, 1)
+        without it; with it, N(μ, 1) for μ uniform on [0, SUPERLATTICE_Z_RANGE])."""
+        z = float(np.clip(self.z, -8.0, SUPERLATTICE_Z_RANGE))
+        top = SUPERLATTICE_Z_RANGE
+        factor = (ndtr(z) - ndtr(z - top)) / (top * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi))
+        return self.prior * float(factor)
+
+    def other_coset(self, shift) -> np.ndarray:
+        """The shift nearest zero in the other coset of ``shift``: the answer if this super-lattice is there."""
+        n = np.arange(-3, 4)
+        steps = np.stack(np.meshgrid(n, n, indexing="ij"), -1).reshape(-1, 2) @ self.basis
+        places = np.asarray(shift, float) + self.step + steps
+        return places[int(np.argmin(np.hypot(*places.T)))]
+
+
+class Lattice(NamedTuple):
+    """What a reference's reflections say about its lattice: the ``basis`` (``None``: no lattice), the index-2
+    super-lattice they ``revealed`` (its basis is ``basis``), or the ones they leave ``hidden`` (neither shown nor
+    ruled out)."""
+
+    basis: np.ndarray | None
+    revealed: SuperLattice | None
+    hidden: tuple[SuperLattice, ...]
 
 
 _SPECTRA: OrderedDict[tuple, WindowedSpectrum] = OrderedDict()
@@ -103,6 +162,8 @@ class SignalSpectra:
         self._reference, self._moving = reference, moving
         self._windowed: WindowedSpectrum | None = None
         self._basis: tuple[np.ndarray | None] | None = None  # (basis,) once found
+        self._hidden: tuple[SuperLattice, ...] = ()
+        self._revealed: SuperLattice | None = None
 
     @property
     def windowed(self) -> WindowedSpectrum:
@@ -118,37 +179,66 @@ class SignalSpectra:
     def basis(self) -> np.ndarray | None:
         """The reference's lattice basis (2, 2), or ``None`` when it shows no lattice."""
         if self._basis is None:
-            basis = self.windowed.lattice_basis(TaperedFrame(self._moving, self.var_m, WindowedSpectrum.MAX_SIZE))
-            self._basis = (basis,)
-            if basis is not None:
-                self._inverse = np.linalg.inv(basis.T)
+            found = self.windowed.lattice_basis(TaperedFrame(self._moving, self.var_m, WindowedSpectrum.MAX_SIZE))
+            self._basis = (found.basis,)
+            self._revealed, self._hidden = found.revealed, found.hidden
         return self._basis[0]
+
+    @property
+    def hidden(self) -> tuple[SuperLattice, ...]:
+        """The index-2 super-lattices of :attr:`basis` that its reflections neither show nor rule out."""
+        _ = self.basis
+        return self._hidden
+
+    def hidden_posteriors(self) -> list[tuple[SuperLattice, float]]:
+        """Each of :attr:`hidden` with the probability that it is the specimen's lattice (they exclude each
+        other, and none at all is the rest)."""
+        odds = [sl.odds for sl in self.hidden]
+        total = 1.0 + sum(odds)
+        return [(sl, o / total) for sl, o in zip(self.hidden, odds)]
 
     def is_lattice_vector(self, v: np.ndarray, tolerance_px: float = 1.0) -> bool:
         """Whether ``v`` is, within ``tolerance_px``, a whole-number combination of the reference's lattice basis.
         Never when the reference shows no lattice."""
-        basis = self.basis
-        if basis is None:
-            return False
-        coeff = self._inverse @ np.asarray(v, float)
-        residual = np.asarray(v, float) - np.round(coeff) @ basis
-        return bool(np.hypot(*residual) < tolerance_px)
+        return _on_lattice(self.basis, v, tolerance_px)
 
-    def difference_std(self, value_std: float, v: np.ndarray) -> float:
+    def is_coset_step(self, v: np.ndarray) -> bool:
+        """Whether ``v`` moves content between the two cosets of the super-lattice the reflections revealed: a
+        vector of the apparent lattice that is not one of the true one's.  Its two ends are shadows of each other."""
+        return self.basis is not None and self._revealed is not None and _on_lattice(self.windowed.apparent, v) \
+            and not _on_lattice(self.basis, v)
+
+    def coset_mismatch(self) -> float:
+        """:attr:`SuperLattice.coset_mismatch` of the super-lattice the reflections revealed (0 when none)."""
+        _ = self.basis
+        return self._revealed.coset_mismatch if self._revealed is not None else 0.0
+
+    def difference_std(self, value_std: float, v: np.ndarray, edge: float = 0.0) -> float:
         """Noise std of ``ρ(p) − ρ(p + v)`` given the noise std of one coefficient.
 
-        The reference's noise meets the change of the moving frame's content under ``v`` (``f_m``, read off the
-        reference's spectrum: the same specimen); the moving frame's noise enters at two different places,
-        independently, whatever ``v`` is.
+        ``Σ r(x)·[m(x+p) − m(x+p+v)]``: each frame's noise meets only the part of the other's content that changes
+        under ``v`` (the fraction ``f``, read off the reference's spectrum: the same specimen), since one noisy
+        pixel of the moving frame enters both sums, weighted by content that ``v`` maps onto itself; noise meets
+        noise at every lag.  Pixels that enter only one sum (``edge``: the fraction of the region that ``v`` moves
+        out of it) meet all of the reference's content.
         """
-        f_m = float(np.clip(self.windowed.mismatch(np.asarray(v, float))[0], 0.0, 2.0))
+        f = float(np.clip(self.windowed.mismatch(np.asarray(v, float))[0], 0.0, 2.0))
         p_r, p_m = self.p
         vr, vm = self.var_r, self.var_m
         one = vm * p_r + vr * p_m + vr * vm
         if one <= 0:
             return math.sqrt(2) * value_std
-        diff = 2.0 * (vr * p_m * f_m + vm * p_r + vr * vm)
+        diff = 2.0 * (f * (vr * p_m + vm * p_r) + vr * vm + edge * max(1.0 - f, 0.0) * vm * p_r)
         return value_std * math.sqrt(diff / one)
+
+
+def _on_lattice(basis: np.ndarray | None, v: np.ndarray, tolerance_px: float = 1.0) -> bool:
+    """Whether ``v`` is within ``tolerance_px`` of a whole-number combination of ``basis`` (never for ``None``)."""
+    if basis is None:
+        return False
+    v = np.asarray(v, float)
+    residual = v - np.round(np.linalg.solve(basis.T, v)) @ basis
+    return bool(np.hypot(*residual) < tolerance_px)
 
 
 class WindowedSpectrum:
@@ -230,13 +320,24 @@ class WindowedSpectrum:
         wx = (px @ np.cos(np.outer(kx, centre[1] + offsets))) / px.sum()
         return 1.0 - auto / np.maximum(np.outer(wy, wx), 1e-12)
 
-    def lattice_basis(self, also: TaperedFrame | None = None) -> np.ndarray | None:
-        """The basis of :meth:`apparent_basis`, or of the super-lattice its weak reflections reveal (with ``also``,
-        the other frame, read too)."""
+    @property
+    def apparent(self) -> np.ndarray | None:
+        """:meth:`apparent_basis`, computed once per reference."""
         if self._apparent is None:
-            self._apparent = (self.apparent_basis(),)  # the reference's own: computed once per reference
-        apparent = self._apparent[0]
-        return None if apparent is None else self._coarsest(apparent, also)
+            self._apparent = (self.apparent_basis(),)
+        return self._apparent[0]
+
+    def lattice_basis(self, also: TaperedFrame | None = None) -> Lattice:
+        """The basis of :meth:`apparent_basis`, or of the super-lattice its weak reflections reveal (with ``also``,
+        the other frame, read too); and, when none is revealed, the super-lattices not ruled out."""
+        apparent = self.apparent
+        if apparent is None:
+            return Lattice(None, None, ())
+        candidates = self._superlattices(apparent, also)
+        best = max(candidates, key=lambda sl: sl.z, default=None)
+        if best is not None and best.z > SUPERLATTICE_Z:
+            return Lattice(best.basis, best, ())
+        return Lattice(apparent, None, tuple(candidates))
 
     def apparent_basis(self) -> np.ndarray | None:
         """The real-space lattice basis (2, 2) dual to the image's reflections; ``None`` when they form no lattice.
@@ -303,20 +404,23 @@ class WindowedSpectrum:
                 return np.array([b1, b2])
         return _reduced(basis)
 
-    def _coarsest(self, basis: np.ndarray, also: TaperedFrame | None = None) -> np.ndarray:
-        """The basis, or that of the index-2 super-lattice whose extra reflections stand out of the noise.
+    def _superlattices(self, basis: np.ndarray, also: TaperedFrame | None = None) -> list[SuperLattice]:
+        """The index-2 super-lattices of ``basis``, each with the evidence its extra reflections give.
 
         A centred basis whose corner and centre columns are nearly alike looks like a lattice half the cell's size;
         the true cell shows only in weak reflections between the strong ones.  Each is too weak to detect alone,
         so their powers, read at the positions the super-lattice predicts, are summed: a χ²-like test, over both
-        frames when ``also`` is given.
+        frames when ``also`` is given.  Super-lattices whose reflections the frame cannot resolve are left out.
         """
         b1, b2 = basis
-        best, best_z = basis, SUPERLATTICE_Z
         recip = 2 * np.pi * np.linalg.inv(basis).T  # rows g1, g2 with g_i · b_j = 2π δ_ij
         k_max = float(np.max(np.hypot(*self.k.T))) if len(self.k) else 0.0
         size = min(self.tapered.shape)
-        for members, half in (((b1 + b2, b1 - b2), (0.5, 0.5)), ((2 * b1, b2), (0.5, 0.0)), ((b1, 2 * b2), (0.0, 0.5))):
+        rectangular = abs(float(np.dot(b1, b2))) < math.sin(math.radians(5.0)) * float(np.hypot(*b1) * np.hypot(*b2))
+        lattice_power = max(self.tapered.power(recip, (0.0, 0.0), k_max), 1e-300)
+        found = []
+        for members, step, half in (((b1 + b2, b1 - b2), b1, (0.5, 0.5)), ((2 * b1, b2), b1, (0.5, 0.0)),
+                                    ((b1, 2 * b2), b2, (0.0, 0.5))):
             # the extra reflections lie half a reciprocal vector from the strong ones (both diagonals for a centring)
             offsets = [np.asarray(half) @ recip] if half != (0.5, 0.5) else [(recip[0] + recip[1]) / 2,
                                                                             (recip[0] - recip[1]) / 2]
@@ -325,10 +429,11 @@ class WindowedSpectrum:
             z = self.tapered.excess(recip, half, k_max)
             if also is not None:  # the other frame shows the same specimen with its own noise
                 z = (z + also.excess(recip, half, k_max)) / math.sqrt(2)
-            if z > best_z:
-                best, best_z = np.array(members), z
-        return best
-
+            prior = CENTRED_PRIOR if rectangular and half == (0.5, 0.5) else OTHER_PRIOR
+            extra = max(self.tapered.power(recip, half, k_max), 0.0)
+            found.append(SuperLattice(np.array(members), np.asarray(step, float), float(z), prior,
+                                      extra / (extra + lattice_power)))
+        return found
 
 
 class TaperedFrame:
@@ -350,15 +455,27 @@ class TaperedFrame:
     def excess(self, recip: np.ndarray, half: tuple[float, float], k_max: float) -> float:
         """z-score of the summed power at the reflections ``(h + half₀)·g₁ + (k + half₁)·g₂`` within ``k_max``
         (one of each Friedel pair) over what noise alone gives there."""
+        power, noise = self._read(recip, half, k_max)
+        if len(power) == 0:
+            return 0.0
+        excess = power / noise - 1.0  # noise alone: mean 0, std 1 each
+        return float(excess.sum() / math.sqrt(len(power)))
+
+    def power(self, recip: np.ndarray, half: tuple[float, float], k_max: float) -> float:
+        """The summed power at those reflections less what noise gives there (the same taper for every set, so
+        sets compare)."""
+        power, noise = self._read(recip, half, k_max)
+        return float(np.sum(power - noise))
+
+    def _read(self, recip: np.ndarray, half: tuple[float, float], k_max: float) -> tuple[np.ndarray, np.ndarray]:
         g = self._positions(recip, half, k_max)
         if len(g) == 0:
-            return 0.0
+            return np.zeros(0), np.zeros(0)
         values = self._values(g)
         # white noise at the level the frame's pixel noise gives; resampled frames (an aligned stack) have smoothed,
         # coloured noise whose low frequencies that level underrates: then the spectrum's own level there rules
         noise = np.maximum(self._noise, 0.5 * self._noise_at(np.hypot(*g.T), recip))
-        excess = (values.real ** 2 + values.imag ** 2) / noise - 1.0  # noise alone: mean 0, std 1 each
-        return float(excess.sum() / math.sqrt(len(g)))
+        return values.real ** 2 + values.imag ** 2, noise
 
     def _noise_at(self, radius: np.ndarray, recip: np.ndarray) -> np.ndarray:
         """The noise power at spatial frequencies ``|k| = radius``: from the lower quartile of the power over each
@@ -486,19 +603,20 @@ def refined_peak(data: np.ndarray, peak: tuple[int, int], steps: int = 9) -> tup
     return value, out[0], out[1]
 
 
-def _beats(z: float, height: float, mismatch: float, sd: float) -> float:
+def _beats(z: float, height: float, mismatch: float, sd: float, shadow_only: bool = False) -> float:
     """Probability that the chosen peak, ``z`` noise std above a rival, is the right one.
 
     Against a peak of noise, ``Φ(z)``.  Against a shadow of itself (a pseudo-lattice vector away, where the
     content differs by the fraction ``mismatch``), the two hypotheses predict gaps of ``±height·mismatch``: the
     posterior odds are ``exp(2·μ·gap/sd²)``, which stay near even when the basis columns are nearly alike.  A gap
     more than 2 sd beyond ``μ`` shows a larger difference than the mismatch measured (a distorted or small frame):
-    ``μ`` grows to match.
+    ``μ`` grows to match.  ``shadow_only``: the rival is known to be a shadow (a step between the cosets of the
+    super-lattice the reflections revealed), so only the second applies.
     """
     # a gap far beyond what the measured mismatch predicts says the content differs more than it shows: take it
     mu = max(max(height, 0.0) * max(mismatch, 0.0), abs(z * sd) - 2.0 * sd)
     shadow = float(expit(2.0 * (mu / sd) * z))
-    return min(float(ndtr(z)), shadow)
+    return shadow if shadow_only else min(float(ndtr(z)), shadow)
 
 
 class OverlapComparison:
@@ -527,14 +645,16 @@ class OverlapComparison:
                                                  prefilter=False)
         return out
 
-    def gap(self, a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
-        """``(ρ_a − ρ_b, std of that difference's noise per unit of one coefficient's)``, or ``(nan, nan)`` when
-        the two shifts leave less than a quarter of the frame in common."""
+    def gap(self, a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float, float]:
+        """``(ρ_a − ρ_b, the noise std of one coefficient, the fraction of the common region that the lag b − a
+        moves out of it)``, or nans when the two shifts leave less than a quarter of the frame in common."""
         h, w = self.reference.shape
         lo = [int(math.ceil(max(0.0, -a[k], -b[k]))) + 2 for k in (0, 1)]
         hi = [int(math.floor(min(n - 1.0, n - 1 - a[k], n - 1 - b[k]))) - 1 for k, n in ((0, h), (1, w))]
-        if (hi[0] - lo[0]) * (hi[1] - lo[1]) < 0.25 * h * w:
-            return math.nan, math.nan
+        size = (hi[0] - lo[0], hi[1] - lo[1])
+        if size[0] * size[1] < 0.25 * h * w:
+            return math.nan, math.nan, math.nan
+        kept = [max(n - abs(b[k] - a[k]), 0.0) / n for k, n in enumerate(size)]
         region = np.s_[lo[0]:hi[0], lo[1]:hi[1]]
         r = self.reference[region] - self.reference[region].mean()
         # one denominator for both: the interpolated frame's own norm varies with the sub-pixel phase (smoothed
@@ -542,7 +662,7 @@ class OverlapComparison:
         denom = max(math.sqrt(np.sum(r * r) * r.size * self._moving_var), 1e-30)
         values = [float(np.sum(r * self._moved_back(d)[region]) / denom) for d in (a, b)]
         one = ncc_value_std(self.reference[region], self._moved_back(a)[region], self.var_r, self.var_m)
-        return values[0] - values[1], one
+        return values[0] - values[1], one, 1.0 - kept[0] * kept[1]
 
 
 def _nearest_translate(data: np.ndarray, center, search_mask: np.ndarray | None, pick: Candidate,
@@ -551,7 +671,6 @@ def _nearest_translate(data: np.ndarray, center, search_mask: np.ndarray | None,
     (the candidate list holds the highest maxima; a translate nearer zero may read lower and not be among them)."""
     if basis is None:
         return None
-    h, w = data.shape
     reach = int(np.ceil(np.hypot(*pick.shift) / max(float(np.min(np.hypot(*basis.T))), 1e-9))) + 2
     steps = np.stack(np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij"),
                      -1).reshape(-1, 2)
@@ -559,7 +678,14 @@ def _nearest_translate(data: np.ndarray, center, search_mask: np.ndarray | None,
     best = places[int(np.argmin(np.hypot(*places.T)))]
     if np.hypot(*best) >= np.hypot(*pick.shift) - 0.5:
         return None
-    y, x = int(round(best[0] + center[0])) % h, int(round(best[1] + center[1])) % w
+    return _peak_near(data, center, search_mask, best)
+
+
+def _peak_near(data: np.ndarray, center, search_mask: np.ndarray | None, place: np.ndarray) -> Candidate | None:
+    """The map's local maximum within 1.5 px of the lag ``place``, refined; ``None`` when there is none there or
+    ``place`` lies outside the search."""
+    h, w = data.shape
+    y, x = int(round(place[0] + center[0])) % h, int(round(place[1] + center[1])) % w
     if search_mask is not None and not search_mask[y, x]:
         return None
     for _ in range(3):  # climb to the local maximum
@@ -570,9 +696,30 @@ def _nearest_translate(data: np.ndarray, center, search_mask: np.ndarray | None,
         y, x = ys[k // 3], xs[k % 3]
     value, ry, rx = refined_peak(data, (y, x))
     shift = (ry - center[0], rx - center[1])
-    if np.hypot(shift[0] - best[0], shift[1] - best[1]) > 1.5:
+    if np.hypot(shift[0] - place[0], shift[1] - place[1]) > 1.5:
         return None
     return Candidate((y, x), shift, value)
+
+
+def _hidden_cosets(data: np.ndarray, center, search_mask: np.ndarray | None, pick: Candidate,
+                   spectra: SignalSpectra, overlap: OverlapComparison) -> list[tuple[Candidate, float]]:
+    """The answers ``pick`` would be were one of the super-lattices the reflections cannot rule out there (the
+    other coset's shift nearest zero), each with the probability that it, not ``pick``, is right: the super-
+    lattice's posterior times the probability that the two frames' correlation over a common region prefers it
+    (``Φ`` of its gap over the gap's noise, the magnitude a super-lattice this faint would give unknown).
+    Super-lattices less probable than 1 % are not compared."""
+    out = []
+    for sl, posterior in spectra.hidden_posteriors():
+        if posterior < 0.01:  # it could lower the confidence by no more than this
+            continue
+        rival = _peak_near(data, center, search_mask, sl.other_coset(pick.shift))
+        if rival is None:
+            continue
+        gap, one, edge = overlap.gap(pick.shift, rival.shift)
+        v = np.subtract(rival.shift, pick.shift)
+        z = 0.0 if not np.isfinite(gap) else gap / max(spectra.difference_std(one, v, edge), 1e-30)
+        out.append((rival, posterior * float(ndtr(-z))))
+    return out
 
 
 def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: SignalSpectra,
@@ -590,7 +737,8 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     When the reference shows no lattice the images cannot tell lattice translates from rivals (a small tracking
     region, a strongly distorted scan, three or four cells of a coarse lattice): then, as for any lattice, peaks
     farther from zero than the pick do not compete, and of the peaks nearer zero that the map's choice does not
-    beat the nearest is the answer, with the map's choice as its rival.  ``None`` when the map has no peak.
+    beat the nearest is the answer, with the map's choice as its rival.  When the reflections leave a super-lattice
+    in doubt, the other coset's shift is weighed too (:func:`_hidden_cosets`).  ``None`` when the map has no peak.
     """
     masked = data if search_mask is None else np.where(search_mask, data, -np.inf)
     top = float(np.max(masked))
@@ -627,10 +775,10 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
         v = np.subtract(cands[b].shift, cands[a].shift)
         if spectra.is_lattice_vector(v):
             return None
-        gap, one = overlap.gap(cands[a].shift, cands[b].shift)
+        gap, one, edge = overlap.gap(cands[a].shift, cands[b].shift)
         if not np.isfinite(gap):
             return 0.0, 1.0  # too far apart to compare over a common region: neither is ruled out
-        sd = max(spectra.difference_std(one, v), 1e-30)
+        sd = max(spectra.difference_std(one, v, edge), 1e-30)
         return gap / sd, sd
 
     def beats(z_sd: tuple[float, float] | None, height: float) -> bool:
@@ -676,6 +824,13 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     elif nearest is not None and not keep_first:
         cands.append(nearest)
         chosen, n = len(cands) - 1, n + 1
+    # a super-lattice the reflections cannot rule out makes the other coset an answer too. It doubts the pick but
+    # never replaces it: taking the other coset when it was likelier turned right answers wrong where no
+    # super-lattice was there (rock-salt [001], 2 of 40 pairs) for one gained in 200 where one was
+    hidden = _hidden_cosets(data, center, search_mask, cands[chosen], spectra, overlap) if known else []
+    distinct *= max(1.0 - sum(p for _, p in hidden), 0.0)
+    rivals += [c for c, p in hidden if p > 1.0 - RIVAL_BELOW]
+    answers: list[list[tuple[int, float, float, float, bool]]] = []  # (candidate, z, sd, mismatch, shadow) by answer
     for k in range(n):
         if k == chosen:
             continue
@@ -689,9 +844,20 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
         beyond_cell = np.hypot(*np.subtract(cands[k].shift, cands[chosen].shift)) >= reach
         if tolerance > 0 and farther and beyond_cell and abs(z * sd) <= tolerance:
             continue  # a smeared scan's translate, as high as the pick within its tolerance: the same answer
-        p_beats = _beats(z, cands[chosen].value,
-                         spectra.structural_mismatch(np.subtract(cands[k].shift, cands[chosen].shift)), sd)
+        v = np.subtract(cands[k].shift, cands[chosen].shift)
+        shadow = spectra.is_coset_step(v)  # its reflections measured the change: faint ones elude the spectrum's bins
+        mismatch = max(spectra.structural_mismatch(v), spectra.coset_mismatch() if shadow else 0.0)
+        # rivals a lattice vector apart are one answer, measured more than once: their evidence is pooled
+        same = next((c for c in answers if spectra.is_lattice_vector(np.subtract(cands[k].shift, cands[c[0][0]].shift))),
+                    None)
+        if same is None:
+            answers.append(same := [])
+        same.append((k, z, sd, mismatch, shadow))
+    for members in answers:
+        # the mean z of correlated measurements, taken as one of unit variance: no more certain than the best
+        z, sd, mismatch = (float(np.mean([m[i] for m in members])) for i in (1, 2, 3))
+        p_beats = _beats(z, cands[chosen].value, mismatch, sd, all(m[4] for m in members))
         distinct *= p_beats
         if p_beats < RIVAL_BELOW:
-            rivals.append(cands[k])
+            rivals += [cands[m[0]] for m in members]
     return Contest(cands[chosen], distinct, tuple(rivals))

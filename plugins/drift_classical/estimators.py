@@ -15,7 +15,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 from scipy.signal.windows import tukey
 
-from drift_framework.types import CorrelationMap, Shift
+from drift_framework.types import CorrelationMap, Shift, doubted
 
 from . import candidates as cand
 from . import uncertainty as unc
@@ -195,7 +195,8 @@ class MapEstimator:
             around = cmap.data[np.ix_([(py - 1) % h, py, (py + 1) % h], [(px - 1) % w, px, (px + 1) % w])]
             if around.max() > cmap.data[py, px]:  # cut off by the search radius: the real peak lies beyond it
                 distinct = 0.0
-        return Shift(float(d[0]), float(d[1]), sigma, unc.confidence(distinct, sigma), self.method, meta, rivals)
+        meta["p_right"] = p_right = unc.confidence(distinct, sigma)
+        return Shift(float(d[0]), float(d[1]), sigma, doubted(p_right, bool(rivals)), self.method, meta, rivals)
 
 
 def raw_ncc(reference: np.ndarray, moving: np.ndarray) -> CorrelationMap:

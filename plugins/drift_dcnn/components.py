@@ -8,7 +8,7 @@ import numpy as np
 from drift_framework.assembly import build_component, load_pipeline
 from drift_framework.pipeline import Pipeline
 from drift_framework.recipe import ComponentSpec
-from drift_framework.types import BatchDenoiser, CandidateScorer, CorrelationMap, Shift
+from drift_framework.types import BatchDenoiser, CandidateScorer, CorrelationMap, Shift, doubted
 
 from . import weights
 
@@ -127,13 +127,16 @@ class DCNNRegressor:
         if not math.isfinite(fine.sigma) or math.hypot(fine.dy - d[0], fine.dx - d[1]) > max(1.0, 3 * sigma_net):
             # the refinement left the network's basin: the network's own answer, scored on the candidates
             distinct, rivals = self._contest(cmap, (float(d[0]), float(d[1])))
-            return Shift(float(d[0]), float(d[1]), sigma_net, 0.5 * _p_close(sigma_net) * distinct, self.method,
-                         {"sigma_network": sigma_net, "refined": False, "stage": "network"}, rivals)
+            p_right = 0.5 * _p_close(sigma_net) * distinct
+            return Shift(float(d[0]), float(d[1]), sigma_net, doubted(p_right, bool(rivals)), self.method,
+                         {"sigma_network": sigma_net, "refined": False, "stage": "network", "p_right": p_right},
+                         rivals)
         basin = _p_close(sigma_net)
         distinct, rivals = self._contest(cmap, (fine.dy, fine.dx))
-        return Shift(fine.dy, fine.dx, fine.sigma, basin * distinct * fine.confidence, self.method,
+        p_right = basin * distinct * fine.confidence
+        return Shift(fine.dy, fine.dx, fine.sigma, doubted(p_right, bool(rivals)), self.method,
                      {"sigma_network": sigma_net, "refined": True, "cov": fine.meta.get("cov"),
-                      "peak_distinctness": distinct, "stage": "network"}, rivals)
+                      "peak_distinctness": distinct, "stage": "network", "p_right": p_right}, rivals)
 
     def _contest(self, cmap: CorrelationMap, near: tuple[float, float]) -> tuple[float, tuple[tuple[float, float], ...]]:
         """The correlation's candidates: does another peak fit as well as ``near``?"""
