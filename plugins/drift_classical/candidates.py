@@ -127,8 +127,8 @@ class SuperLattice:
 
 class Lattice(NamedTuple):
     """What a reference's reflections say about its lattice: the ``basis`` (``None``: no lattice), the index-2
-    super-lattice they ``revealed`` (its basis is ``basis``), or the ones they leave ``hidden`` (neither shown nor
-    ruled out)."""
+    super-lattice they ``revealed`` (its basis is ``basis``), and the others of the apparent lattice, ``hidden``
+    (not ruled out)."""
 
     basis: np.ndarray | None
     revealed: SuperLattice | None
@@ -185,16 +185,24 @@ class SignalSpectra:
         return self._basis[0]
 
     @property
+    def revealed(self) -> SuperLattice | None:
+        """The index-2 super-lattice of the apparent lattice that the reflections revealed (its basis is
+        :attr:`basis`), or ``None``."""
+        _ = self.basis
+        return self._revealed
+
+    @property
     def hidden(self) -> tuple[SuperLattice, ...]:
-        """The index-2 super-lattices of :attr:`basis` that its reflections neither show nor rule out."""
+        """The index-2 super-lattices of the apparent lattice that the reflections do not rule out, besides the one
+        they revealed (if any)."""
         _ = self.basis
         return self._hidden
 
     def hidden_posteriors(self) -> list[tuple[SuperLattice, float]]:
-        """Each of :attr:`hidden` with the probability that it is the specimen's lattice (they exclude each
-        other, and none at all is the rest)."""
+        """Each of :attr:`hidden` with the probability that it is the specimen's lattice (they exclude each other
+        and the revealed one; none at all is the rest)."""
         odds = [sl.odds for sl in self.hidden]
-        total = 1.0 + sum(odds)
+        total = 1.0 + sum(odds) + (self._revealed.odds if self._revealed is not None else 0.0)
         return [(sl, o / total) for sl, o in zip(self.hidden, odds)]
 
     def is_lattice_vector(self, v: np.ndarray, tolerance_px: float = 1.0) -> bool:
@@ -335,8 +343,8 @@ class WindowedSpectrum:
             return Lattice(None, None, ())
         candidates = self._superlattices(apparent, also)
         best = max(candidates, key=lambda sl: sl.z, default=None)
-        if best is not None and best.z > SUPERLATTICE_Z:
-            return Lattice(best.basis, best, ())
+        if best is not None and best.z > SUPERLATTICE_Z:  # the others stay in doubt: noise may have chosen this one
+            return Lattice(best.basis, best, tuple(sl for sl in candidates if sl is not best))
         return Lattice(apparent, None, tuple(candidates))
 
     def apparent_basis(self) -> np.ndarray | None:
@@ -824,6 +832,13 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     elif nearest is not None and not keep_first:
         cands.append(nearest)
         chosen, n = len(cands) - 1, n + 1
+    # the other coset of a revealed super-lattice is the pick's closest rival, whether or not the map's heights
+    # (seam, window) put it among the highest maxima
+    shadow = _peak_near(data, center, search_mask, spectra.revealed.other_coset(cands[chosen].shift)) \
+        if spectra.revealed is not None else None
+    if shadow is not None and all(np.hypot(*np.subtract(shadow.shift, c.shift)) > 0.5 for c in cands):
+        cands.append(shadow)
+        n += 1
     # a super-lattice the reflections cannot rule out makes the other coset an answer too. It doubts the pick but
     # never replaces it: taking the other coset when it was likelier turned right answers wrong where no
     # super-lattice was there (rock-salt [001], 2 of 40 pairs) for one gained in 200 where one was
