@@ -834,10 +834,10 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
         chosen, n = len(cands) - 1, n + 1
     # the other coset of a revealed super-lattice is the pick's closest rival, whether or not the map's heights
     # (seam, window) put it among the highest maxima
-    shadow = _peak_near(data, center, search_mask, spectra.revealed.other_coset(cands[chosen].shift)) \
+    other = _peak_near(data, center, search_mask, spectra.revealed.other_coset(cands[chosen].shift)) \
         if spectra.revealed is not None else None
-    if shadow is not None and all(np.hypot(*np.subtract(shadow.shift, c.shift)) > 0.5 for c in cands):
-        cands.append(shadow)
+    if other is not None and all(np.hypot(*np.subtract(other.shift, c.shift)) > 0.5 for c in cands):
+        cands.append(other)
         n += 1
     # a super-lattice the reflections cannot rule out makes the other coset an answer too. It doubts the pick but
     # never replaces it: taking the other coset when it was likelier turned right answers wrong where no
