@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -101,7 +101,8 @@ class SuperLattice:
     step: np.ndarray
     z: float
     prior: float
-    fraction: float = 0.0  # of the reference's reflection power in its extra reflections
+    half: tuple[float, float] = (0.5, 0.5)  # its extra reflections' offset, in the apparent reciprocal basis
+    fraction: float = 0.0  # of the reference's reflection power in its extra reflections (read once revealed)
 
     @property
     def coset_mismatch(self) -> float:
@@ -344,7 +345,11 @@ class WindowedSpectrum:
         candidates = self._superlattices(apparent, also)
         best = max(candidates, key=lambda sl: sl.z, default=None)
         if best is not None and best.z > SUPERLATTICE_Z:  # the others stay in doubt: noise may have chosen this one
-            return Lattice(best.basis, best, tuple(sl for sl in candidates if sl is not best))
+            recip, k_max = 2 * np.pi * np.linalg.inv(apparent).T, self._k_max()
+            extra = max(self.tapered.power(recip, best.half, k_max), 0.0)
+            strong = max(self.tapered.power(recip, (0.0, 0.0), k_max), 1e-300)
+            return Lattice(best.basis, replace(best, fraction=extra / (extra + strong)),
+                           tuple(sl for sl in candidates if sl is not best))
         return Lattice(apparent, None, tuple(candidates))
 
     def apparent_basis(self) -> np.ndarray | None:
@@ -422,10 +427,9 @@ class WindowedSpectrum:
         """
         b1, b2 = basis
         recip = 2 * np.pi * np.linalg.inv(basis).T  # rows g1, g2 with g_i · b_j = 2π δ_ij
-        k_max = float(np.max(np.hypot(*self.k.T))) if len(self.k) else 0.0
+        k_max = self._k_max()
         size = min(self.tapered.shape)
         rectangular = abs(float(np.dot(b1, b2))) < math.sin(math.radians(5.0)) * float(np.hypot(*b1) * np.hypot(*b2))
-        lattice_power = max(self.tapered.power(recip, (0.0, 0.0), k_max), 1e-300)
         found = []
         for members, step, half in (((b1 + b2, b1 - b2), b1, (0.5, 0.5)), ((2 * b1, b2), b1, (0.5, 0.0)),
                                     ((b1, 2 * b2), b2, (0.0, 0.5))):
@@ -438,10 +442,12 @@ class WindowedSpectrum:
             if also is not None:  # the other frame shows the same specimen with its own noise
                 z = (z + also.excess(recip, half, k_max)) / math.sqrt(2)
             prior = CENTRED_PRIOR if rectangular and half == (0.5, 0.5) else OTHER_PRIOR
-            extra = max(self.tapered.power(recip, half, k_max), 0.0)
-            found.append(SuperLattice(np.array(members), np.asarray(step, float), float(z), prior,
-                                      extra / (extra + lattice_power)))
+            found.append(SuperLattice(np.array(members), np.asarray(step, float), float(z), prior, half))
         return found
+
+    def _k_max(self) -> float:
+        """The highest frequency of the significant bins: reflections are read up to it."""
+        return float(np.max(np.hypot(*self.k.T))) if len(self.k) else 0.0
 
 
 class TaperedFrame:
@@ -715,13 +721,14 @@ def _hidden_cosets(data: np.ndarray, center, search_mask: np.ndarray | None, pic
     other coset's shift nearest zero), each with the probability that it, not ``pick``, is right: the super-
     lattice's posterior times the probability that the two frames' correlation over a common region prefers it
     (``Φ`` of its gap over the gap's noise, the magnitude a super-lattice this faint would give unknown).
-    Super-lattices less probable than 1 % are not compared."""
+    Super-lattices less probable than 5 % are not compared: the frames are taken to tell nothing about them."""
     out = []
     for sl, posterior in spectra.hidden_posteriors():
-        if posterior < 0.01:  # it could lower the confidence by no more than this
-            continue
         rival = _peak_near(data, center, search_mask, sl.other_coset(pick.shift))
         if rival is None:
+            continue
+        if posterior < 1.0 - RIVAL_BELOW:  # never a rival: not worth comparing (a spline of the frame per pair)
+            out.append((rival, 0.5 * posterior))  # what a comparison that told nothing would leave
             continue
         gap, one, edge = overlap.gap(pick.shift, rival.shift)
         v = np.subtract(rival.shift, pick.shift)
