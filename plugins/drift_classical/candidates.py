@@ -217,11 +217,6 @@ class SignalSpectra:
         return self.basis is not None and self._revealed is not None and _on_lattice(self.windowed.apparent, v) \
             and not _on_lattice(self.basis, v)
 
-    def coset_mismatch(self) -> float:
-        """:attr:`SuperLattice.coset_mismatch` of the super-lattice the reflections revealed (0 when none)."""
-        _ = self.basis
-        return self._revealed.coset_mismatch if self._revealed is not None else 0.0
-
     def difference_std(self, value_std: float, v: np.ndarray, edge: float = 0.0) -> float:
         """Noise std of ``ρ(p) − ρ(p + v)`` given the noise std of one coefficient.
 
@@ -868,7 +863,8 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
             continue  # a smeared scan's translate, as high as the pick within its tolerance: the same answer
         v = np.subtract(cands[k].shift, cands[chosen].shift)
         shadow = spectra.is_coset_step(v)  # its reflections measured the change: faint ones elude the spectrum's bins
-        mismatch = max(spectra.structural_mismatch(v), spectra.coset_mismatch() if shadow else 0.0)
+        revealed = spectra.revealed if shadow else None
+        mismatch = max(spectra.structural_mismatch(v), revealed.coset_mismatch if revealed is not None else 0.0)
         # rivals a lattice vector apart are one answer, measured more than once: their evidence is pooled
         same = next((c for c in answers if spectra.is_lattice_vector(np.subtract(cands[k].shift, cands[c[0][0]].shift))),
                     None)
