@@ -30,6 +30,8 @@ SUITES = {
                                         "noise": {"kind": "poisson", "dose": 20.0}},
     "perovskite 0.9, dark, 20 e/px": {"lattice": "perovskite", "spacing_px": [10.0, 16.0], "intensities": [1.0, 0.9],
                                       "contrast": "dark", "noise": {"kind": "poisson", "dose": 20.0}},
+    "perovskite 0.95, bright, 20 e/px": {"lattice": "perovskite", "spacing_px": [10.0, 16.0],
+                                         "intensities": [1.0, 0.95], "noise": {"kind": "poisson", "dose": 20.0}},
     # the limit: a centre column 95 % of the corner one, at 20 e/px, hides the true cell in most frames
     "perovskite 0.95, dark, 20 e/px": {"lattice": "perovskite", "spacing_px": [10.0, 16.0],
                                        "intensities": [1.0, 0.95], "contrast": "dark",
@@ -37,6 +39,10 @@ SUITES = {
     "perovskite 0.95, dark, 100 e/px": {"lattice": "perovskite", "spacing_px": [10.0, 16.0],
                                         "intensities": [1.0, 0.95], "contrast": "dark",
                                         "noise": {"kind": "poisson", "dose": 100.0}},
+    # beyond the limit: columns 2 % apart hide the true cell from any test; the prior alone decides
+    "perovskite 0.98, dark, 50 e/px": {"lattice": "perovskite", "spacing_px": [10.0, 16.0],
+                                       "intensities": [1.0, 0.98], "contrast": "dark",
+                                       "noise": {"kind": "poisson", "dose": 50.0}},
 }
 BINS = np.linspace(0.0, 1.0, 11)
 
