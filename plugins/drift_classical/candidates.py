@@ -120,10 +120,7 @@ class SuperLattice:
 
     def other_coset(self, shift) -> np.ndarray:
         """The shift nearest zero in the other coset of ``shift``: the answer if this super-lattice is there."""
-        n = np.arange(-3, 4)
-        steps = np.stack(np.meshgrid(n, n, indexing="ij"), -1).reshape(-1, 2) @ self.basis
-        places = np.asarray(shift, float) + self.step + steps
-        return places[int(np.argmin(np.hypot(*places.T)))]
+        return _nearest_zero(np.asarray(shift, float) + self.step, self.basis)
 
 
 class Lattice(NamedTuple):
@@ -234,6 +231,14 @@ class SignalSpectra:
             return math.sqrt(2) * value_std
         diff = 2.0 * (f * (vr * p_m + vm * p_r) + vr * vm + edge * max(1.0 - f, 0.0) * vm * p_r)
         return value_std * math.sqrt(diff / one)
+
+
+def _nearest_zero(place: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """The translate of ``place`` by whole vectors of ``basis`` nearest zero."""
+    reach = int(np.ceil(np.hypot(*place) / max(float(np.min(np.hypot(*basis.T))), 1e-9))) + 2
+    n = np.arange(-reach, reach + 1)
+    places = place + np.stack(np.meshgrid(n, n, indexing="ij"), -1).reshape(-1, 2) @ basis
+    return places[int(np.argmin(np.hypot(*places.T)))]
 
 
 def _on_lattice(basis: np.ndarray | None, v: np.ndarray, tolerance_px: float = 1.0) -> bool:
@@ -680,11 +685,7 @@ def _nearest_translate(data: np.ndarray, center, search_mask: np.ndarray | None,
     (the candidate list holds the highest maxima; a translate nearer zero may read lower and not be among them)."""
     if basis is None:
         return None
-    reach = int(np.ceil(np.hypot(*pick.shift) / max(float(np.min(np.hypot(*basis.T))), 1e-9))) + 2
-    steps = np.stack(np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij"),
-                     -1).reshape(-1, 2)
-    places = np.asarray(pick.shift) + steps @ basis
-    best = places[int(np.argmin(np.hypot(*places.T)))]
+    best = _nearest_zero(np.asarray(pick.shift, float), basis)
     if np.hypot(*best) >= np.hypot(*pick.shift) - 0.5:
         return None
     return _peak_near(data, center, search_mask, best)
