@@ -159,18 +159,18 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
         Knots of the piecewise-linear trajectory per frame time (``scan``); ``"auto"`` (default): 2, 4 or 8,
         whichever predicts strips left out of the fit best (more only when at least 25 % better), chosen again at
         each template pass and kept in ``SeriesRegistration.knots_per_frame``.  On the shared real SrTiO3 stack it
-        chooses 8 (64² patches disagree by 0.68 px, 1.12 with 2); on the simulator's smooth drift mostly 2.
+        chooses 8 (64² patches disagree by 0.61 px, 0.90 with 2); on the simulator's smooth drift mostly 2.
     smoothness : float
         Weight of the trajectory's second-difference prior, in px⁻² of curvature per knot (``scan``).
     line_jitter : bool
-        Also measure each scan line's x offset beyond the trajectory (fast-scan jitter; ``scan``, see
-        :func:`line_offsets`).
+        Also measure each scan line's offsets beyond the trajectory (fast-scan jitter, vibration and drift
+        faster than the knots; ``scan``, see :func:`line_offsets`).
     serpentine : bool, optional
         Odd lines scanned right to left (``scan``; default: the frames' ``meta["scan"]``, else raster).
     template_passes : int
         Refits of the trajectory to strips measured against the other frames' mean instead of the first frame
         (``scan``; with more ``knots_per_frame``, for drift that changes within a frame).  On the shared real
-        SrTiO3 stack, 8 knots and one pass take the RMS disagreement of 64² patches to 0.67 px (0.68 without the
+        SrTiO3 stack, 8 knots and one pass take the RMS disagreement of 64² patches to 0.57 px (0.61 without the
         pass). On the simulator's smooth drift, one pass changes it by less than 0.01 px and costs half again the
         time.
 
@@ -216,7 +216,7 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
             break
         field = _field(trajectory, timing, (h, w), n)
     if line_jitter:
-        field[..., 1] += line_offsets(stack, field)[:, :, None]
+        field += line_offsets(stack, field)[:, :, None, :]
     return _finish(stack, field, uncertainty, model, timing, tuple(notes), knots)
 
 
@@ -258,47 +258,117 @@ class _TooFewStrips(ValueError):
     """Fewer than two strips of the series could be measured: no trajectory can be fitted."""
 
 
-def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 2) -> np.ndarray:
-    """Per-line x offsets (N, H) of every frame's scan lines beyond a smooth ``field``: fast-scan jitter.
+#: lines whose slow-axis (y) offset :func:`line_offsets` measures together
+SLOW_AXIS_BAND = 8
+
+
+def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 1) -> np.ndarray:
+    """Per-line offsets (N, H, 2), (dy, dx), of every frame's scan lines beyond a smooth ``field``: jitter along
+    the fast-scan axis, and drift that changes faster than the trajectory follows.
 
     Each frame is compared line by line with what the rest of the series predicts it shows: the mean of the other
     aligned frames (its own noise left out), warped to where this frame scanned it.  A line displaced by ``j``
-    along x reads ``predicted − j·∂ₓpredicted``, so ``j`` is the least-squares slope of the residual on the
-    prediction's gradient.  The comparison is made on the frame's own lines, not on the aligned grid: an aligned
-    row lies between two scan lines wherever the drift is not a whole pixel, and would mix their independent
-    jitters (the offsets came out at 0.6 of the truth).  The other frames carry jitter of their own, which blurs
-    the prediction: it is rebuilt from the frames corrected by the last estimates (``iterations`` times).  Lines
-    are noisy alone: each estimate is shrunk by its own noise against the jitter's variance (the estimates'
-    spread less their mean noise: empirical Bayes), which leaves a series without jitter as it was, and their slow
-    part (16 lines and longer: the trajectory's) is removed.  What all frames share cannot be measured: the
-    specimen is known only as their mean.
+    reads ``predicted − j·∇predicted``, so ``j`` is a weighted least-squares step on the prediction's gradient, each
+    pixel weighed by its noise (a straight line in the signal level, fitted to the residuals: shot noise grows with
+    the signal).  The comparison is made on the frame's own lines, not on the aligned grid: an aligned row lies
+    between two scan lines wherever the drift is not a whole pixel, and would mix their independent jitters.
+    Lines are noisy alone, so the offsets are a model's posterior means (:func:`_smoothed_offsets`): a random walk
+    over the lines (drift or vibration faster than the trajectory's knots) plus, along x, white per-line jitter,
+    with the variances that make all estimates likeliest (empirical Bayes).  A series without either keeps its
+    trajectory, and a line between the columns, which barely sees its offset, follows its neighbours.  Along y a
+    line cannot move alone (lines would cross): y is measured on bands of :data:`SLOW_AXIS_BAND` lines, and a
+    vibration faster than that (the shared real stack's, 4.7 lines a period) averages out instead of being
+    followed with noise.  The other frames carry jitter of their own, which blurs the prediction: ``iterations``
+    > 1 rebuilds it from the frames corrected by the last estimates (on the simulator one pass is as good).  What
+    all frames share cannot be measured: the specimen is known only as their mean (up to jitter/√N).
     """
     from scipy import ndimage
 
     n, h, w = stack.shape
-    offsets = np.zeros((n, h))
+    offsets = np.zeros((n, h, 2))
     for _ in range(iterations):
-        corrected = field.copy()
-        corrected[..., 1] += offsets[:, :, None]
-        estimates = np.zeros((n, h))
+        corrected = field + offsets[:, :, None, :]
+        # per line and axis: the curvature Σw·g² of the misfit and the pull J·o − Σw·r·g towards the best offset
+        curvature, pull = np.zeros((n, h, 2)), np.zeros((n, h, 2))
         for k, template in others_means(resample(stack, corrected, order=3)):
-            predicted, covered = _warped_to_frame(template, field[k])
-            grad = np.gradient(predicted, axis=1)
+            predicted, covered = _warped_to_frame(template, corrected[k])
             valid = covered & np.roll(covered, 1, axis=1) & np.roll(covered, -1, axis=1)
-            g, r = np.where(valid, grad, 0.0), np.where(valid, stack[k] - predicted, 0.0)
-            curvature = np.sum(g * g, axis=1)
-            good = (curvature > 0) & (valid.sum(axis=1) > 16)
-            if not good.any():
+            if valid.sum() < 32:
                 continue
-            raw = np.where(good, -np.sum(r * g, axis=1) / np.maximum(curvature, 1e-30), 0.0)
-            noise = np.sum(r * r, axis=1) / np.maximum(valid.sum(axis=1) - 1, 1) / np.maximum(curvature, 1e-30)
-            raw = np.where(good, raw - ndimage.uniform_filter1d(raw, 16, mode="nearest"), 0.0)
-            # the jitter's variance is the estimates' spread less their noise; each line is weighed by its own
-            # noise (a line between the columns sees little of its offset)
-            signal = max(float(np.mean(raw[good] ** 2)) - float(np.mean(noise[good])), 0.0)
-            estimates[k] = np.where(good, signal / np.maximum(signal + noise, 1e-30), 0.0) * raw
-        offsets = estimates
+            residual = stack[k] - predicted
+            weight = np.where(valid, 1.0 / _residual_variance(predicted[valid], residual[valid], predicted), 0.0)
+            for axis, grad in enumerate(np.gradient(predicted)):
+                curvature[k, :, axis] = np.sum(weight * grad * grad, axis=1)
+                pull[k, :, axis] = (curvature[k, :, axis] * offsets[k, :, axis]
+                                    - np.sum(weight * residual * grad, axis=1))
+        # y: one line cannot move along the slow axis alone (lines would cross); measured on bands of
+        # SLOW_AXIS_BAND lines (a vibration faster than that averages out instead of being followed), x per line
+        band = [ndimage.uniform_filter1d(a[..., 0], SLOW_AXIS_BAND, axis=1, mode="nearest") for a in (pull, curvature)]
+        offsets[..., 0] = _smoothed_offsets(*band, white=False)
+        offsets[..., 1] = _smoothed_offsets(pull[..., 1], curvature[..., 1], white=True)
     return offsets
+
+
+def _residual_variance(level: np.ndarray, residual: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Noise variance as a straight line in the signal level (shot noise grows with it, read noise does not),
+    fitted to the squared residuals and read at ``at``; floored at a tenth of the mean."""
+    a = np.stack([np.ones_like(level), level], axis=1)
+    coef, *_ = np.linalg.lstsq(a, residual ** 2, rcond=None)
+    mean = float(np.mean(residual ** 2))
+    return np.maximum(coef[0] + coef[1] * at, 0.1 * mean)
+
+
+def _smoothed_offsets(pull: np.ndarray, curvature: np.ndarray, white: bool) -> np.ndarray:
+    """Per-line offsets (N, H) along one axis from each line's measurement ``pull / curvature`` (noise
+    ``1 / curvature``): a random walk over the lines (drift and vibration faster than the trajectory's knots), plus
+    white per-line jitter when ``white`` (the fast-scan axis; along the slow axis lines cannot cross).  The walk's
+    and the jitter's variances are the pair that makes all frames' measurements likeliest (empirical Bayes, on a
+    grid); the offsets are the posterior means (a banded solve per frame: a Kalman smoother over the lines)."""
+    known = curvature > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        measured = np.where(known, pull / curvature, 0.0)
+        noise = np.where(known, 1.0 / curvature, np.inf)
+    if not known.any():
+        return np.zeros_like(pull)
+    best = None
+    for jitter in (0.0, *np.geomspace(1e-3, 1.0, 13)) if white else (0.0,):
+        for step in np.geomspace(1e-7, 1e-1, 13):
+            evidence, walk = _random_walk_posterior(measured, noise + jitter, known, step)
+            if best is None or evidence > best[0]:
+                best = (evidence, jitter, walk)
+    _, jitter, walk = best
+    return walk + np.where(known, jitter / (jitter + noise), 0.0) * (measured - walk)
+
+
+#: prior variance of a frame's first line offset beyond the trajectory, px²
+START_VARIANCE = 1.0
+
+
+def _random_walk_posterior(measured: np.ndarray, variance: np.ndarray, known: np.ndarray,
+                           step: float) -> tuple[float, np.ndarray]:
+    """``measured`` (N, H) = w + noise of ``variance``, w a random walk over the lines with ``step`` variance per
+    line: the log evidence of all frames and the posterior mean of w (tridiagonal precision, banded Cholesky)."""
+    from scipy import linalg
+
+    n, h = measured.shape
+    inverse = np.where(known, 1.0 / variance, 0.0)
+    prior = np.zeros((2, h))
+    prior[0, :] = 2.0 / step
+    prior[0, (0, -1)] = 1.0 / step
+    prior[0, 0] += 1.0 / START_VARIANCE
+    prior[1, :-1] = -1.0 / step
+    log_det_prior = (h - 1) * np.log(1.0 / step) + np.log(1.0 / START_VARIANCE)
+    evidence, walk = 0.0, np.zeros((n, h))
+    for k in range(n):
+        band = prior.copy()
+        band[0] += inverse[k]
+        factor = linalg.cholesky_banded(band, lower=True)
+        b = inverse[k] * measured[k]
+        walk[k] = linalg.cho_solve_banded((factor, True), b)
+        seen = known[k]
+        evidence -= 0.5 * (np.sum(inverse[k] * measured[k] ** 2) - b @ walk[k] + np.sum(np.log(variance[k][seen]))
+                           + 2 * np.sum(np.log(factor[0])) - log_det_prior)
+    return float(evidence), walk
 
 
 def _fit_trajectory(stack: np.ndarray, shifts: np.ndarray, timing: ScanTiming, pipe: Any, rows: int,

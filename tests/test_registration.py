@@ -25,7 +25,7 @@ def test_scan_model_recovers_the_field_inside_frames_that_rigid_cannot(v, walk, 
     rigid_error, scan_error = field_rmse(rigid.field, truth), field_rmse(scan.field, truth)
     assert rigid_error > 0.5  # a rigid shift per frame misses the shear: drift of ~2.5 px during each frame
     assert scan_error < 0.15 and scan_error < rigid_error / 5, (rigid_error, scan_error)
-    np.testing.assert_allclose(scan.shifts, scan.field.mean(axis=(1, 2)), atol=1e-4)
+    np.testing.assert_allclose(scan.shifts, scan.field.mean(axis=(1, 2), dtype=np.float64), atol=1e-4)
     # aligned frames agree with each other where both saw the specimen, better than rigidly aligned ones
     spread = lambda r: np.sqrt(np.nanmean((r.aligned[1:] - r.aligned[0]) ** 2))  # noqa: E731
     assert spread(scan) < spread(rigid)
@@ -170,7 +170,7 @@ def test_scan_timing_is_read_where_the_formats_keep_it():
 def test_line_jitter_is_in_the_truth_and_the_scan_model_measures_it():
     """Fast-scan jitter displaces whole lines: the simulator's truth field carries it, and register_series
     measures each line's offset against the other frames (the offsets common to all frames stay unknown: the
-    specimen is only known as their mean). Without jitter the line offsets change nothing."""
+    specimen is only known as their mean). Without jitter the line offsets make nothing worse."""
     def series(jitter):
         source = simulator_source(scan_time="pixel", shape=[128, 128], spacing_px=[14], scan_jitter_px=jitter,
                                   noise={"kind": "poisson", "dose": 200.0}, seed=3,
@@ -189,7 +189,51 @@ def test_line_jitter_is_in_the_truth_and_the_scan_model_measures_it():
     frames, truth = series(0.0)
     plain = df.register_series(frames, model="scan", line_jitter=False)
     measured = df.register_series(frames, model="scan")
-    assert abs(field_rmse(measured.field, truth) - field_rmse(plain.field, truth)) < 0.01
+    assert field_rmse(measured.field, truth) < field_rmse(plain.field, truth) + 0.005  # no worse (here: better)
+
+
+def test_line_offsets_reach_the_bound_of_a_line():
+    """A line's x offset is known only from that line: with white jitter N(0, σ²) no estimator beats the Bayes
+    bound 1/(F + 1/σ²) of its Fisher information F = Σ (∂ₓλ)²/λ (Poisson counts λ).  The per-line estimates,
+    the part all frames share left out (unmeasurable), come within 10 % of it in both contrasts."""
+    from scipy import ndimage
+
+    from drift_framework.registration import line_offsets
+    from drift_simulator.noise import line_information
+
+    rng = np.random.default_rng(0)
+    n, h, w, jitter = 20, 128, 128, 0.3
+    for contrast in ("bright", "dark"):
+        ideal = simulator_source(shape=[h + 32, w + 32], spacing_px=[20], contrast=contrast,
+                                 noise={"kind": "none"}, seed=1).acquire().data.astype(float)
+        ideal *= 10.0 / ideal.mean()  # 10 counts per pixel
+        truth = rng.normal(0, jitter, (n, h))
+        coeffs = ndimage.spline_filter(ideal, order=3)
+        yy, xx = np.mgrid[0:h, 0:w].astype(float)
+        clean = [ndimage.map_coordinates(coeffs, [yy + 16, xx + 16 - truth[k][:, None]], order=3, prefilter=False)
+                 for k in range(n)]
+        stack = rng.poisson(np.clip(clean, 0, None)).astype(np.float32)
+        error = line_offsets(stack, np.zeros((n, h, w, 2)))[..., 1] - truth
+        error -= error.mean(axis=0)  # what all frames share
+        fisher = line_information({"kind": "poisson"}, ideal[16:16 + h, 16:16 + w], {"counts_per_unit": 1.0})
+        bound = np.sqrt(np.mean(1.0 / (fisher + 1.0 / jitter ** 2)))
+        assert np.sqrt(np.mean(error ** 2)) < 1.1 * bound, (contrast, np.sqrt(np.mean(error ** 2)), bound)
+
+
+def test_a_vibration_along_the_slow_axis_is_measured_in_bands_of_lines():
+    """A vibration moves the content during the scan (the truth carries it): along y, faster than the
+    trajectory's knots follow, it is measured band by band (8 lines) beyond the trajectory."""
+    source = simulator_source(scan_time="pixel", shape=[128, 128], spacing_px=[14], seed=3,
+                              noise={"kind": "poisson", "dose": 200.0},
+                              vibration={"amplitude_px": [0.5, 0.0], "frequency_hz": 100.0},  # 39 lines a period
+                              drift=[{"kind": "linear", "velocity_px_per_frame": [1.0, 1.7]}])
+    frames = [source.acquire() for _ in range(8)]
+    truth = np.stack([f.meta["true_field_px"] for f in frames])
+    assert np.ptp(truth[..., 0].mean(axis=2) - truth[..., 0].mean(axis=(1, 2))[:, None]) > 0.9  # it is in the truth
+    plain = df.register_series(frames, model="scan", line_jitter=False)
+    measured = df.register_series(frames, model="scan")
+    assert field_rmse(measured.field, truth) < 0.4 * field_rmse(plain.field, truth), (
+        field_rmse(plain.field, truth), field_rmse(measured.field, truth))
 
 
 def test_template_passes_measure_every_frame_against_the_others_mean():

@@ -263,6 +263,17 @@ def other_tools(stack: np.ndarray) -> dict[str, np.ndarray]:
     return {"skimage": skimage, "hyperspy": hyperspy}
 
 
+def jitter_bound_px(frames: list, jitter_px: float) -> float:
+    """The least field RMSE white line jitter of std ``jitter_px`` leaves, however the specimen is known: each
+    line's offset shows only in that line, so no estimate beats the Bayes bound ``1/(F + 1/σ²)`` of the line's
+    Fisher information F (the simulator's ``meta["line_information_px"]``).  The part all frames share, which the
+    series cannot measure, comes on top (up to jitter²/N)."""
+    if jitter_px == 0:
+        return 0.0
+    information = np.stack([f.meta["line_information_px"] for f in frames]).astype(float)
+    return float(np.sqrt(np.mean(1.0 / (information + jitter_px ** -2))))
+
+
 def add_arguments(p) -> None:
     p.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0, 8.0],
                    help="drift, px per frame (along a 30° direction)")
@@ -318,6 +329,7 @@ def run(args) -> int:
                         for note in reg.notes:  # strips not measured, a coarser model used: reported, not hidden
                             print(f"{model} at {rate} px/frame, dose {dose}, jitter {jitter}, {contrast}: {note}")
                         row[f"{model}_s"] = time.perf_counter() - t0
+                    row["jitter_bound_px"] = jitter_bound_px(frames, jitter)
                     stack = np.stack([f.data for f in frames]).astype(np.float32)
                     for tool, shifts in other_tools(stack).items():
                         rigid = np.broadcast_to(shifts[:, None, None, :], truth.shape)
@@ -328,10 +340,13 @@ def run(args) -> int:
              "`phase_cross_correlation` against the first frame (upsample 100, `normalization=None`); hyperspy: "
              "HyperSpy's `estimate_shift2D` (its defaults, sub-pixel factor 20), both one shift per frame. Scan: "
              "`register_series(model='scan')`, strips "
-             "of max(32, H/8) rows against the first frame, a piecewise-linear trajectory with 2 knots per frame "
-             "time, then each line's x offset against the other frames (`line_offsets`). Line jitter is part of the "
-             "truth field. The part common to all frames cannot be measured, because the specimen is only known as "
-             "their mean: about jitter/√frames.\n")
+             "of max(32, H/8) rows against the first frame, a piecewise-linear trajectory (2, 4 or 8 knots per "
+             "frame time, chosen by the strips), then each line's offsets against the other frames (`line_offsets`: "
+             "x per line, y per band of 8 lines; a random walk over the lines plus white jitter along x). Line "
+             "jitter is part of the truth field. jitter_bound: the least RMSE the jitter leaves however well the "
+             "specimen is known (the Bayes bound of each line's Fisher information about its own offset); the part "
+             "common to all frames cannot be measured either, because the specimen is only known as their mean "
+             "(up to jitter/√frames more).\n")
     if args.loop_rates:
         loop = loop_rows(args)
         notes += ("\n## The closed loop: in-frame distortion with and without feed-forward\n\n"

@@ -11,7 +11,7 @@ from scipy import ndimage
 from drift_framework.types import Frame, Pair
 
 from .drift import build_drift
-from .noise import add_noise, background, fisher_information, pair_crlb
+from .noise import add_noise, background, fisher_information, line_information, pair_crlb
 from .specimen import Specimen, unit_cell_radius
 
 
@@ -163,13 +163,18 @@ class VirtualMicroscope:
             drift = drift - self.drift0
             fov = self.fov_px(t_mid)
             offset = drift - fov
-        clean, vibration = self.scan(self.origin0 - offset - self.drift0, self.shape, self.time_s,
-                                     displacement=self.static_field if field is None else field - offset)
-        if self.p["scan_jitter_px"] > 0:
-            clean, jitter = self._jitter_rows(clean)
-            if field is not None:  # each line's content lands ``jitter`` further along x: part of the truth
+        displacement = self.static_field if field is None else field - offset
+        if self.p["scan_jitter_px"] > 0:  # each line's content lands ``jitter`` further along x: part of the truth
+            jitter = self.rng.normal(0, self.p["scan_jitter_px"], self.shape[0]).astype(np.float32)
+            displacement = np.zeros((*self.shape, 2), np.float32) if displacement is None else displacement.copy()
+            displacement[..., 1] += jitter[:, None]
+            if field is not None:
                 field = field.copy()
                 field[..., 1] += jitter[:, None]
+        if field is not None and np.any(self.p["vibration"]["amplitude_px"]):  # the vibration moves content too
+            field = field + self.vibration(self.time_s, self.shape)
+        clean, vibration = self.scan(self.origin0 - offset - self.drift0, self.shape, self.time_s,
+                                     displacement=displacement)
         if self.p["background"]["amplitude"]:
             clean = clean + self.background
         noisy, info = add_noise(clean, self.p["noise"], self.rng)
@@ -180,6 +185,8 @@ class VirtualMicroscope:
         if field is not None:
             frame.meta["true_field_px"] = field.astype(np.float32)
             frame.meta["true_columns_px"] = self._columns_in_view()
+            if self.p["noise"]["kind"] != "none":  # what bounds a line's jitter (the scan benchmark's floor)
+                frame.meta["line_information_px"] = line_information(self.p["noise"], clean, info).astype(np.float32)
             frame.meta["scan"] = {"t_start_s": self.time_s, "pixel_time_s": self.p["dwell_us"] * 1e-6,
                                   "line_time_s": self._line_time_s(), "serpentine": bool(self.p["serpentine"]),
                                   "ramp_px_per_s": self.scan_ramp_px_per_s()}
@@ -259,6 +266,16 @@ class VirtualMicroscope:
         mean_drift = np.mean(drift[:-1] + float(along.mean()) * (drift[1:] - drift[:-1]), axis=0)
         return field, mean_drift
 
+    def vibration(self, t_start: float, shape) -> np.ndarray:
+        """The content displacement ``u(t) = a·sin(2πft + φ)`` of the vibration at every pixel of a scan started at
+        ``t_start`` ((h, w, 2) float32, px)."""
+        h, w = shape
+        amplitude = np.asarray(self.p["vibration"]["amplitude_px"], float)
+        dwell, flyback = self.p["dwell_us"] * 1e-6, self.p["flyback_us"] * 1e-6
+        t = t_start + np.arange(h)[:, None] * (w * dwell + flyback) + self._time_along_line(shape)
+        wave = np.sin(2 * np.pi * self.p["vibration"]["frequency_hz"] * t + self.vibration_phase)
+        return (amplitude[None, None, :] * wave[..., None]).astype(np.float32)
+
     def scan(self, origin, shape, t_start: float, displacement: np.ndarray | None = None) -> tuple[np.ndarray,
                                                                                                  np.ndarray]:
         """Noiseless scan of ``shape`` pixels from specimen point ``origin``, started at ``t_start``.
@@ -276,11 +293,9 @@ class VirtualMicroscope:
         u = np.zeros((h, w, 2), np.float32) if displacement is None else np.asarray(displacement, np.float32)
         rigid = np.zeros(2)
         if amplitude.any():
-            dwell, flyback = self.p["dwell_us"] * 1e-6, self.p["flyback_us"] * 1e-6
-            t = t_start + np.arange(h)[:, None] * (w * dwell + flyback) + self._time_along_line(shape)
-            wave = np.sin(2 * np.pi * self.p["vibration"]["frequency_hz"] * t + self.vibration_phase)
-            u = u + (amplitude[None, None, :] * wave[..., None]).astype(np.float32)
-            rigid = amplitude * float(wave.mean())
+            shaking = self.vibration(t_start, shape)
+            u = u + shaking
+            rigid = shaking.mean(axis=(0, 1), dtype=np.float64)
         margin = int(np.ceil(float(np.abs(u).max()))) + 3
         big = self.clean(self.specimen, np.asarray(origin, float) - margin, (h + 2 * margin, w + 2 * margin))
         rows = np.arange(h, dtype=np.float32)[:, None] + margin - u[..., 0]  # content moved by +u: pixel sees point − u
@@ -290,17 +305,6 @@ class VirtualMicroscope:
         image = ndimage.map_coordinates(coeffs, [rows, cols], order=3, mode="nearest", prefilter=False,
                                         output=np.float32)
         return image, rigid
-
-    def _jitter_rows(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each scan line lands a little off in x: rows shifted by linear interpolation along x; the image and the
-        offset of each line (px, the content's displacement)."""
-        h, w = image.shape
-        dx = self.rng.normal(0, self.p["scan_jitter_px"], h)
-        x = np.arange(w)[None, :] - dx[:, None]
-        x0 = np.clip(np.floor(x).astype(int), 0, w - 2)
-        f = np.clip(x - x0, 0, 1)
-        rows = np.arange(h)[:, None]
-        return ((1 - f) * image[rows, x0] + f * image[rows, x0 + 1]).astype(np.float32), dx
 
     def close(self) -> None:
         self.actuators.clear()

@@ -44,27 +44,36 @@ def add_noise(clean: np.ndarray, noise: dict, rng: np.random.Generator) -> tuple
     raise ValueError(f"unknown noise kind {kind!r}; available: {', '.join(NOISE_KINDS)}")
 
 
+def _signal_and_weight(noise: dict, clean: np.ndarray, info: dict) -> tuple[float, np.ndarray]:
+    """Per pixel: the factor from image units to the noise's (counts for Poisson) and the inverse noise variance
+    there (``inf`` without noise)."""
+    if noise["kind"] == "poisson":
+        scale = info["counts_per_unit"]
+        lam = np.clip(clean.astype(np.float64), 0, None) * scale
+        return scale, 1.0 / np.maximum(lam + info.get("read_noise", 0.0) ** 2, 1e-12)
+    sigma = info["noise_std"]
+    return 1.0, np.full(clean.shape, 1.0 / sigma ** 2 if sigma > 0 else np.inf)
+
+
 def fisher_information(derivatives, noise: dict, clean: np.ndarray, info: dict) -> np.ndarray:
     """Fisher information J (2×2) of one frame about the content displacement.
 
     Additive noise of std σ: ``J = Σ ∇μ ∇μᵀ / σ²`` (used for uniform noise too, as the
     brief specifies).  Poisson counts λ with read noise r: ``J = Σ ∇λ ∇λᵀ / (λ + r²)``.
     """
-    gy = derivatives[0].astype(np.float64).ravel()
-    gx = derivatives[1].astype(np.float64).ravel()
-    if noise["kind"] == "poisson":
-        scale = info["counts_per_unit"]
-        lam = np.clip(clean.astype(np.float64).ravel(), 0, None) * scale
-        var = lam + info.get("read_noise", 0.0) ** 2
-        var = np.maximum(var, 1e-12)
-        gy, gx = gy * scale, gx * scale
-        w = 1.0 / var
-    else:
-        sigma = info["noise_std"]
-        if sigma <= 0:
-            return np.full((2, 2), np.inf)
-        w = np.full(gy.shape, 1.0 / sigma ** 2)
-    return np.array([[np.sum(w * gy * gy), np.sum(w * gy * gx)], [np.sum(w * gx * gy), np.sum(w * gx * gx)]])
+    scale, w = _signal_and_weight(noise, clean, info)
+    if not np.all(np.isfinite(w)):
+        return np.full((2, 2), np.inf)
+    g = [scale * d.astype(np.float64) for d in derivatives]
+    return np.array([[np.sum(w * a * b) for b in g] for a in g])
+
+
+def line_information(noise: dict, clean: np.ndarray, info: dict) -> np.ndarray:
+    """Fisher information (H,) of each scan line about its own offset along x (px⁻²): what bounds the measurement
+    of a line's jitter from that line, ``1/(F + 1/σ²)`` with jitter N(0, σ²) (Bayes)."""
+    scale, w = _signal_and_weight(noise, clean, info)
+    g = scale * np.gradient(clean.astype(np.float64), axis=1)
+    return np.sum(w * g * g, axis=1)
 
 
 def pair_crlb(j_ref: np.ndarray, j_mov: np.ndarray) -> np.ndarray:
