@@ -303,8 +303,9 @@ def line_offsets(stack: np.ndarray, field: np.ndarray, *, iterations: int = 1) -
                                     - np.sum(weight * residual * grad, axis=1))
         # y: one line cannot move along the slow axis alone (lines would cross); measured on bands of
         # SLOW_AXIS_BAND lines (a vibration faster than that averages out instead of being followed), x per line
-        band = [ndimage.uniform_filter1d(a[..., 0], SLOW_AXIS_BAND, axis=1, mode="nearest") for a in (pull, curvature)]
-        offsets[..., 0] = _smoothed_offsets(*band, white=False)
+        pull_y, curvature_y = (ndimage.uniform_filter1d(a[..., 0], SLOW_AXIS_BAND, axis=1, mode="nearest")
+                               for a in (pull, curvature))
+        offsets[..., 0] = _smoothed_offsets(pull_y, curvature_y, white=False)
         offsets[..., 1] = _smoothed_offsets(pull[..., 1], curvature[..., 1], white=True)
     return offsets
 
@@ -330,12 +331,13 @@ def _smoothed_offsets(pull: np.ndarray, curvature: np.ndarray, white: bool) -> n
         noise = np.where(known, 1.0 / curvature, np.inf)
     if not known.any():
         return np.zeros_like(pull)
-    best = None
+    best: tuple[float, float, np.ndarray] | None = None
     for jitter in (0.0, *np.geomspace(1e-3, 1.0, 13)) if white else (0.0,):
         for step in np.geomspace(1e-7, 1e-1, 13):
             evidence, walk = _random_walk_posterior(measured, noise + jitter, known, step)
             if best is None or evidence > best[0]:
                 best = (evidence, jitter, walk)
+    assert best is not None
     _, jitter, walk = best
     return walk + np.where(known, jitter / (jitter + noise), 0.0) * (measured - walk)
 
