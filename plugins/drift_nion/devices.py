@@ -82,6 +82,7 @@ class NionScan:
         self.index = 0
         self._t0: Any = None
         self._first_content: np.ndarray | None = None
+        self._first_rendered_s: float | None = None
         self._first_drift: np.ndarray | None = None
         self.last_xdata: Any = None
 
@@ -122,8 +123,17 @@ class NionScan:
             meta.update(true_offset_px=(content - self._first_content) / pixel_nm,
                         true_drift_px=(drift - self._first_drift) / pixel_nm,
                         fov_px=-self.center_nm / pixel_nm)
-        return Frame(data=np.asarray(xdata.data, np.float32), index=index,
-                     time_s=(xdata.timestamp - self._t0).total_seconds(), pixel_size_nm=pixel_nm, meta=meta)
+        time_s = (xdata.timestamp - self._t0).total_seconds()
+        rendered_s = self.harness.drift.rendered_s if self.harness is not None else None
+        if rendered_s is not None:
+            # usim renders a frame at one instant of its drift's clock: that is when it shows the specimen.  Its
+            # data's timestamp comes later by however long the host took, which a loaded machine stretches, and
+            # drift rates measured between frames would carry that
+            if self._first_rendered_s is None:
+                self._first_rendered_s = rendered_s
+            time_s = rendered_s - self._first_rendered_s
+        return Frame(data=np.asarray(xdata.data, np.float32), index=index, time_s=time_s, pixel_size_nm=pixel_nm,
+                     meta=meta)
 
     def acquire(self) -> Frame:
         """Scan the next frame (``record_immediate`` with this source's frame parameters); ``last_xdata`` keeps

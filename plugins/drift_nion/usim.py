@@ -49,6 +49,7 @@ class UsimDrift:
         #: the content offset (stage − beam shift + drift, nm) usim read for the last frame it rendered
         self.rendered_nm: np.ndarray | None = None
         self.rendered_drift_nm: np.ndarray | None = None  # its specimen-drift part
+        self.rendered_s: float | None = None  # and when, on the drift's clock (usim renders a frame at one instant)
 
     def restart_clock(self) -> None:
         """Make now the drift's time zero (a run starts its drift when its first frame is taken)."""
@@ -91,6 +92,7 @@ def _drifting_value_manager(drift: UsimDrift) -> Any:
                       + Geometry.FloatPoint(y=specimen[0] * 1e-9, x=specimen[1] * 1e-9))
             # what the frame being scanned shows (usim reads this once per frame)
             drift.rendered_nm, drift.rendered_drift_nm = np.array([offset.y, offset.x]) * 1e9, specimen
+            drift.rendered_s = drift.elapsed()
             return offset
 
     return DriftingValueManager()
