@@ -241,6 +241,14 @@ def _nearest_zero(place: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return places[int(np.argmin(np.hypot(*places.T)))]
 
 
+def _powers(z: np.ndarray, half: int) -> np.ndarray:
+    """``z**j`` for ``j = −half…half`` (len(z), 2·half + 1), for unit-modulus ``z`` (``z**−j`` is the conjugate)."""
+    up = [z]
+    for _ in range(half - 1):
+        up.append(up[-1] * z)
+    return np.stack([*(np.conj(u) for u in up[::-1]), np.ones_like(z), *up], axis=1)
+
+
 def _on_lattice(basis: np.ndarray | None, v: np.ndarray, tolerance_px: float = 1.0) -> bool:
     """Whether ``v`` is within ``tolerance_px`` of a whole-number combination of ``basis`` (never for ``None``)."""
     if basis is None:
@@ -307,27 +315,37 @@ class WindowedSpectrum:
     def best_mismatch(self, v: np.ndarray, reach_px: float = 1.0) -> tuple[float, np.ndarray]:
         """The least mismatch within ``reach_px`` of ``v``: the autocorrelation peak near ``v`` (measured peak
         positions carry their own noise; the image's self-similarity peaks exactly at its lattice vectors)."""
-        centre, step = np.asarray(v, float), reach_px / 2
-        n = np.arange(-2, 3)
-        for _ in range(3):  # coarse to fine: 5×5 grids, each a quarter of the last one's step around its best
-            values = self._grid_mismatch(centre, step * n)
-            iy, ix = np.unravel_index(int(np.argmin(values)), values.shape)
-            best_value, centre, step = float(values[iy, ix]), centre + step * n[[iy, ix]], step / 4
-        return best_value, centre
+        values, centres = self.best_mismatches(np.asarray(v, float)[None], reach_px)
+        return float(values[0]), centres[0]
 
-    def _grid_mismatch(self, centre: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """:meth:`mismatch` on the grid ``centre + (offsets[i], offsets[j])`` (len², len²), by separable phase
-        factors: three complex exponentials per bin instead of one cosine per bin and lag."""
+    def best_mismatches(self, lags: np.ndarray, reach_px: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`best_mismatch` of each lag of ``lags`` (m, 2), searched together: (m,) values, (m, 2) lags."""
+        centres, step = np.array(lags, float).reshape(-1, 2), reach_px / 2
+        n = np.arange(-2, 3)
+        values = np.ones(len(centres))
+        for _ in range(3):  # coarse to fine: 5×5 grids, each a quarter of the last one's step around its best
+            grids = self._grid_mismatch(centres, step).reshape(len(centres), -1)
+            iy, ix = np.unravel_index(np.argmin(grids, axis=1), (5, 5))
+            values = grids[np.arange(len(centres)), iy * 5 + ix]
+            centres, step = centres + step * np.stack([n[iy], n[ix]], axis=1), step / 4
+        return values, centres
+
+    def _grid_mismatch(self, centres: np.ndarray, step: float, half: int = 2) -> np.ndarray:
+        """:meth:`mismatch` on the grids ``centres[m] + step·(i, j)``, ``i, j = −half…half`` (m, 2·half + 1,
+        2·half + 1), by separable phase factors: per bin and axis one complex exponential, raised to the grid's
+        powers, instead of one cosine per bin and lag."""
+        side = 2 * half + 1
         total = float(self.power.sum())
         if total <= 0:
-            return np.ones((len(offsets), len(offsets)))
-        weighted = self.power * np.exp(1j * (self.k @ centre))
-        ey, ex = np.exp(1j * np.outer(self.k[:, 0], offsets)), np.exp(1j * np.outer(self.k[:, 1], offsets))
-        auto = ((weighted[:, None] * ey).T @ ex).real / total
+            return np.ones((len(centres), side, side))
+        weighted = self.power * np.exp(1j * (centres @ self.k.T))  # (m, bins)
+        ey, ex = (_powers(np.exp(1j * step * k), half) for k in self.k.T)  # (bins, side) each
+        auto = np.matmul((weighted[:, :, None] * ey).transpose(0, 2, 1), ex).real / total
+        lags = centres[:, :, None] + step * np.arange(-half, half + 1)  # (m, 2, side)
         (ky, py), (kx, px) = self._window
-        wy = (py @ np.cos(np.outer(ky, centre[0] + offsets))) / py.sum()
-        wx = (px @ np.cos(np.outer(kx, centre[1] + offsets))) / px.sum()
-        return 1.0 - auto / np.maximum(np.outer(wy, wx), 1e-12)
+        wy = np.cos(lags[:, 0, :, None] * ky) @ py / py.sum()  # (m, side)
+        wx = np.cos(lags[:, 1, :, None] * kx) @ px / px.sum()
+        return 1.0 - auto / np.maximum(wy[:, :, None] * wx[:, None, :], 1e-12)
 
     @property
     def apparent(self) -> np.ndarray | None:
@@ -408,9 +426,11 @@ class WindowedSpectrum:
         (a reflection too weak to see in a small frame leaves the dual basis a super-lattice's)."""
         for _ in range(2):
             b1, b2 = _reduced(basis)
-            level = max(self.best_mismatch(b1)[0], self.best_mismatch(b2)[0], 0.0) + HALF_VECTOR_MARGIN
-            for h, other in (((b1 + b2) / 2, b1), ((b2 - b1) / 2, b1), (b1 / 2, b2), (b2 / 2, b1)):
-                if np.hypot(*h) >= 2.0 and self.best_mismatch(h)[0] <= level:
+            halves = (((b1 + b2) / 2, b1), ((b2 - b1) / 2, b1), (b1 / 2, b2), (b2 / 2, b1))
+            values = self.best_mismatches(np.array([b1, b2, *(h for h, _ in halves)]))[0]  # one search for all
+            level = max(values[0], values[1], 0.0) + HALF_VECTOR_MARGIN
+            for (h, other), value in zip(halves, values[2:]):
+                if np.hypot(*h) >= 2.0 and value <= level:
                     basis = np.array([h, other])
                     break
             else:

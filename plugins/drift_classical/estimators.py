@@ -137,8 +137,10 @@ class MapEstimator:
         labels, count = ndimage.label(above, structure=np.ones((3, 3), bool))
         if count <= 1:
             return best
-        summits = ndimage.maximum_position(masked, labels, index=np.arange(1, count + 1))
-        ys, xs = (np.array(v, int) for v in zip(*summits))
+        # on the labelled pixels alone: maximum_position sorts every pixel it is given (4 ms of a 256² pair)
+        inside = np.flatnonzero(labels)
+        summits = ndimage.maximum_position(masked.ravel()[inside], labels.ravel()[inside], np.arange(1, count + 1))
+        ys, xs = np.unravel_index(inside[np.array(summits, int).ravel()], data.shape)
         dist = (ys - cmap.center[0]) ** 2 + (xs - cmap.center[1]) ** 2
         k = int(np.argmin(dist))
         return int(ys[k]), int(xs[k])
