@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .types import MIN_SIZE, BatchDenoiser, BatchEstimator, FrameError, Shift
+from .types import MIN_SIZE, BatchDenoiser, BatchEstimator, CentralView, CorrelationMap, FrameError, Shift
 
-__all__ = ["Pipeline", "check_image", "check_pair", "saturation", "MIN_SIZE"]
+__all__ = ["Pipeline", "check_image", "check_pair", "central_crop", "saturation", "MIN_SIZE"]
 
 
 def check_image(image: Any, name: str = "image") -> np.ndarray:
@@ -114,6 +114,16 @@ def chain_text(described: dict | str) -> str:
     return " → ".join(str(spec.get("plugin", "?")) for spec in specs.values() if isinstance(spec, dict)) or "?"
 
 
+def central_crop(image: np.ndarray, side: int | None) -> np.ndarray:
+    """The central ``side × side`` part of ``image`` (along each axis longer than ``side``); ``image`` itself for
+    ``None``."""
+    if side is None:
+        return image
+    h, w = (min(n, side) for n in image.shape)
+    y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    return image[y0:y0 + h, x0:x0 + w]
+
+
 class Pipeline:
     """A shift-measuring pipeline: ``estimate(reference, moving) -> Shift``.
 
@@ -165,15 +175,25 @@ class Pipeline:
             or the shapes differ.
         """
         raw_ref, raw_mov = check_pair(reference, moving)
-        ref, mov = raw_ref, raw_mov
+        view = self.estimator.view_px if isinstance(self.estimator, CentralView) else None
+        cmap = self.correlate(raw_ref, raw_mov, view)
+        return _with_saturation(self.estimator.estimate(cmap), raw_ref, raw_mov)
+
+    def correlate(self, reference: np.ndarray, moving: np.ndarray, view: int | None = None) -> CorrelationMap:
+        """The correlation map of two checked frames, denoised (of their central ``view × view`` crop, with the
+        whole frames' map in ``whole``, on demand); ``raw`` holds the frames as given."""
+        ref, mov = central_crop(reference, view), central_crop(moving, view)
+        cropped = ref.shape != reference.shape
         if isinstance(self.denoiser, BatchDenoiser):  # one pass for both frames
             ref, mov = self.denoiser.denoise_batch(np.stack([ref, mov]))
         elif self.denoiser is not None:
             ref, mov = self.denoiser.denoise(ref), self.denoiser.denoise(mov)
         cmap = self.correlator.correlate(ref, mov)
         if cmap.raw is None:
-            cmap.raw = (raw_ref, raw_mov)  # refinement stages may want the frames as acquired
-        return _with_saturation(self.estimator.estimate(cmap), raw_ref, raw_mov)
+            cmap.raw = (reference, moving)  # refinement stages may want the frames as acquired
+        if cropped:
+            cmap.whole = lambda: self.correlate(reference, moving)
+        return cmap
 
     def estimate_batch(self, reference: Any, frames: Iterable) -> list[Shift]:
         """Estimate every frame of a stack against one reference."""

@@ -49,6 +49,7 @@ __all__ = [
     "BatchDenoiser",
     "BatchEstimator",
     "CandidateScorer",
+    "CentralView",
     "ScanRamp",
     "COMPONENT_KINDS",
     "MIN_SIZE",
@@ -177,7 +178,9 @@ class CorrelationMap:
     ``raw`` holds the frames as acquired, before denoising (the pipeline sets it; refinement on the raw
     frames needs it), ``n_eff`` the effective number of independent pixels of the window, ``norm`` the
     factor that turns ``data`` into a correlation coefficient, ``reference_spectrum`` the FFT of the
-    windowed reference (refinement reuses it).  ``meta`` is free-form, for people (window name, padding).
+    windowed reference (refinement reuses it), ``whole`` (for a map of the frames' central crop, see
+    :class:`CentralView`) makes the map of the whole frames on demand.  ``meta`` is free-form, for people
+    (window name, padding).
     """
 
     data: np.ndarray
@@ -191,6 +194,7 @@ class CorrelationMap:
     n_eff: float | None = None
     norm: float = 1.0
     reference_spectrum: np.ndarray | None = None
+    whole: Callable[[], CorrelationMap] | None = field(default=None, repr=False)
     meta: dict = field(default_factory=dict)
 
 
@@ -470,6 +474,15 @@ class CandidateScorer(Protocol):
 
     def contest_at(self, cmap: CorrelationMap, near: tuple[float, float]) -> tuple[float, tuple[tuple[float, float], ...]]:
         ...
+
+
+@runtime_checkable
+class CentralView(Protocol):
+    """An estimator that reads only small lags of the correlation map, so the denoiser and the correlator need
+    only a central crop of the frames: ``view_px`` is the crop's side (``None``: the whole frames).  The frames as
+    acquired still reach it whole (``CorrelationMap.raw``), for refinement and candidate analysis."""
+
+    view_px: int | None
 
 
 @runtime_checkable

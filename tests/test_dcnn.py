@@ -165,6 +165,38 @@ def test_batch_estimation_matches_pair_by_pair():
         pipe.estimate_batch(frames[0], [frames[1][:50]])
 
 
+def test_the_network_reads_a_central_crop_first_and_the_whole_frames_when_unsure():
+    """At 256² the denoiser and the network's map see the central 128² (the training frames' size); refinement and
+    candidates read the whole raw frames. Where the crop leaves the network unsure, the answer is the whole
+    frames' pipeline's, to the bit."""
+    from drift_bench.pairs import pair_source
+
+    crop, whole = df.load_pipeline("dcnn"), df.load_pipeline({"preset": "dcnn", "estimator": {"view_px": None}})
+    assert crop.estimator.view_px == 128 and whole.estimator.view_px is None
+    for snr, n in ((1.0, 6), (0.1, 12)):
+        src = pair_source("simulator", lattice="hexagonal", spacing_px=[8, 16], rotation_deg=None, shape=[256, 256],
+                          noise={"kind": "uniform", "snr": snr})
+        pairs = list(src.pairs(n, seed=5))
+        ref, mov = pairs[0].reference, pairs[0].moving
+        cmap = crop.correlate(ref, mov, 128)
+        assert cmap.data.shape == (128, 128) and cmap.raw[0].shape == (256, 256)
+        assert cmap.whole is not None and cmap.whole().data.shape == (256, 256)
+        unsure = 0
+        for p in pairs:
+            a, b = crop.estimate(p.reference, p.moving), whole.estimate(p.reference, p.moving)
+            if snr == 1.0:  # one basin, one refinement on the raw frames
+                assert np.hypot(*(a.vector - p.shift)) < 0.5 and a.confidence >= 0.5
+                np.testing.assert_allclose(a.vector, b.vector, atol=1e-9)
+            elif a.confidence < 0.5:
+                unsure += 1
+                assert (a.dy, a.dx, a.confidence) == (b.dy, b.dx, b.confidence)
+        assert snr == 1.0 or unsure >= 3
+    frames = [p.moving for p in pairs[:4]]
+    for b, s in zip(crop.estimate_batch(pairs[0].reference, frames), [crop.estimate(pairs[0].reference, f)
+                                                                         for f in frames]):
+        assert (b.dy, b.dx, b.confidence) == (s.dy, s.dx, s.confidence)
+
+
 def test_training_prints_a_summary_and_refuses_a_regressor_that_learned_nothing(tmp_path):
     """Two batches of a regressor cannot find shifts: an error naming the checkpoint, no weights, no card; the
     denoiser's training ends with a short table, not the whole model card."""

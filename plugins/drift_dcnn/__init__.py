@@ -48,6 +48,11 @@ def drift_estimators():
                       {"weights": Param("str", None, "Weights file, or a shipped set: general (default: the "
                                                      "shipped hexagonal one)", nullable=True),
                        "max_shift_px": Param("float", None, "Bound on the answer, px", gt=0, nullable=True),
+                       "view_px": Param("int", 128, "Side of the frames' central crop that is denoised and "
+                                                    "correlated for the network (its training frames' size; at "
+                                                    "least 4 x max_shift_px); null: the whole frames. Refinement "
+                                                    "and candidate analysis read the whole raw frames",
+                                        ge=64, nullable=True),
                        "refine": Param("bool", True, "Newton refinement on the raw frames after the network"),
                        "batch_size": Param("int", 64, "Frames per network pass in batch estimation", ge=1),
                        "device": _DEVICE},
