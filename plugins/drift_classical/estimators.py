@@ -740,7 +740,10 @@ class GaussNewton(MapEstimator):
         d_fine = _maximize(fine, d, self.iterations)
         cov_fine = self._covariance(raw, fine, d_fine, var_sum, rho, wi, shape, self.fine_lowpass)
         step = d_fine - d
-        if math.hypot(*step) <= self.fine_reach_px and float(step @ np.linalg.solve(cov_fine, step)) > self.fine_test:
+        # the step estimates the coarse pass's bias, plus the noise the sharper pass adds: take the sharper one when
+        # that bias costs more than its extra noise (mean squared error)
+        sharper = float(step @ step) > 2.0 * (float(np.trace(cov_fine)) - float(np.trace(cov)))
+        if math.hypot(*step) <= self.fine_reach_px and (sharper or float(step @ np.linalg.solve(cov_fine, step)) > self.fine_test):
             return d_fine, cov_fine, (var_sum / 2, var_sum / 2)
         return d, cov, (var_sum / 2, var_sum / 2)
 
