@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from conftest import drift_cli
@@ -43,7 +45,8 @@ def test_calibrate_command_writes_a_file_recipes_use(tmp_path):
     (tmp_path / "cal.yaml").write_text(RECIPE)
     out = drift_cli("calibrate", str(tmp_path / "cal.yaml"), "-o", str(tmp_path / "stage.yaml"))
     assert out.returncode == 0, out.stderr
-    assert "rotation 3" in out.stdout
+    rotation = float(re.search(r"rotation (-?[\d.]+)°", out.stdout).group(1))
+    assert abs(rotation - 30.0) < 0.1, out.stdout  # the recipe's stage is turned by 30°
     matrix = read_calibration(tmp_path / "stage.yaml")
     text = RECIPE.replace("  limits:", "  calibration: {file: stage.yaml}\n  limits:")
     text = text.replace("run: {frames: 30}", f"run: {{frames: 30, output: {tmp_path / 'r.h5'}}}")

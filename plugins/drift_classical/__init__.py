@@ -99,7 +99,13 @@ def drift_estimators():
                    "fine_lowpass_px": Param("float", 1.0, "A second, sharper pass with the exact energy term: its "
                                             "weighting (px, below lowpass_px; null: no second pass)", gt=0, nullable=True),
                    "fine_test": Param("float", 6.0, "The second pass's answer is taken when it moves by more "
-                                      "than this χ² (2 d.o.f.) of its own covariance", ge=0)},
+                                      "than this χ² (2 d.o.f.) of its own covariance", ge=0),
+                   "fine_by_error": Param("bool", True, "Take the second pass's answer also when its move (the "
+                                          "first pass's bias, at high doses) costs more than its extra noise; "
+                                          "off for resampled templates, whose blur it would read as that bias"),
+                   "content_weight": Param("bool", True, "Weigh the reference's spectrum by its content's "
+                                           "signal-to-noise (a Wiener filter from both frames' power): the noise "
+                                           "between a lattice's reflections stays out of the correlation")},
                   "Newton refinement of the correlation over the overlap (near the Cramér–Rao bound)"),
         Component("skimage", _skimage,
                   {**base, "upsample_factor": Param("int", 100, "Samples per pixel", ge=1),

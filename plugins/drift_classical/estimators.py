@@ -494,6 +494,35 @@ def _gradient_noise_gain(shape, sigma_px: float) -> tuple[float, float]:
     return float(np.mean(g2 * ky ** 2)), float(np.mean(g2 * kx ** 2))
 
 
+def _weighted_noise_gain(shape, sigma_px: float, weight: np.ndarray) -> tuple[float, float]:
+    """:func:`_gradient_noise_gain` through the Gaussian and ``weight`` (rfft half spectrum) together."""
+    _, along_y, along_x = _surface_factors(shape)
+    columns = _surface_factors(shape)[0] * (shape[0] * shape[1])  # each rfft column stands for 1 or 2
+    g2 = (gaussian_weight(shape, sigma_px).astype(np.float64) * weight) ** 2 * columns
+    n = shape[0] * shape[1]
+    ky2, kx2 = np.abs(along_y[1]) ** 2, np.abs(along_x[:, 1]) ** 2
+    return float(np.sum(g2 * ky2[:, None]) / n), float(np.sum(g2 * kx2[None, :]) / n)
+
+
+def _content_weight(fr: np.ndarray, conj_a: np.ndarray, taper_energy: float, reference: np.ndarray,
+                    moving: np.ndarray) -> np.ndarray:
+    """Wiener weight ``S / (S + N)`` of the reference's half spectrum ``fr``: ``S`` the content's power, from both
+    frames' power (the same specimen; the moving frame's from its tapered spectrum ``conj_a``, whose squared taper
+    sums to ``taper_energy``) averaged over 3 × 3 bins less the noise's, ``N`` the reference's white noise.  A
+    lattice keeps its reflections and the bins around them; the noise between them, which the correlation would
+    meet with the other frame's noise, is left out (at 2 e/px in dark contrast that noise cost up to 1.9 × the
+    Cramér–Rao bound).  1 at zero frequency (the profiled offset takes it)."""
+    n = moving.size
+    var_r, var_m = unc.noise_std(reference) ** 2, unc.noise_std(moving) ** 2
+    gain = n / max(taper_energy, 1e-30)  # the tapered frame's power, as the whole frame's
+    power = 0.5 * (fr.real ** 2 + fr.imag ** 2 + gain * (conj_a.real ** 2 + conj_a.imag ** 2))
+    power = ndimage.uniform_filter(power, 3, mode=("wrap", "nearest"))
+    signal = np.maximum(power - 0.5 * (var_r + var_m) * n, 0.0)
+    weight = signal / (signal + max(var_r * n, 1e-30))
+    weight[0, 0] = 1.0
+    return weight.astype(np.float32)
+
+
 @lru_cache(maxsize=16)
 def _low_weight(shape, sigma_px: float) -> np.ndarray:
     """``gaussian_weight`` restricted to the rows and columns kept on the half-resolution grid."""
@@ -599,11 +628,11 @@ class GaussNewton(MapEstimator):
 
     def __init__(self, *, taper_px: float = 8.0, iterations: int = 12, margin_px: int = 3,
                  lowpass_px: float | None = 2.0, fine_lowpass_px: float | None = 1.0, fine_test: float = 6.0,
-                 **kw):
+                 fine_by_error: bool = True, content_weight: bool = True, **kw):
         super().__init__(**kw)
         self.taper, self.iterations, self.margin = taper_px, iterations, margin_px
-        self.lowpass = lowpass_px
-        self.fine_lowpass, self.fine_test = fine_lowpass_px, fine_test
+        self.lowpass, self.content_weight = lowpass_px, content_weight
+        self.fine_lowpass, self.fine_test, self.fine_by_error = fine_lowpass_px, fine_test, fine_by_error
         self._tapers: dict = {}
 
     def estimate(self, cmap: CorrelationMap) -> Shift:
@@ -703,8 +732,13 @@ class GaussNewton(MapEstimator):
         # The correlator's spectrum of (ref − mean) differs from that of r only at zero frequency, where
         # conj(A) is zero (a has zero weighted mean), so it can stand in for rfft2(r).
         fr = ref_spectrum if ref_spectrum is not None else sfft.rfft2(ref - mean_r, workers=WORKERS)
-        corr = sfft.rfft2(a, workers=WORKERS).conj() * fr
-        raw = _SpectralSurface(corr, shape)
+        conj_a = sfft.rfft2(a, workers=WORKERS).conj()
+        raw = _SpectralSurface(conj_a * fr, shape)  # the frames as they are: the residual and the information
+        weight = _content_weight(fr, conj_a, float(np.sum(wi * wi, dtype=np.float64)), ref, mov) \
+            if self.content_weight else None
+        if weight is not None:  # the reference as a template: its noise between the content's frequencies goes
+            fr = fr * weight
+        corr = conj_a * fr
         # u(d) = Σ w(x)·(r(x − d) − mean_r): the reference's weighted mean under the shifted overlap differs from
         # the moving frame's wherever the view holds a different part of a coarse lattice; the least-squares fit
         # takes the constant offset as a parameter (see _ProfiledSurface), or the mismatch pulls the shift by up to
@@ -726,7 +760,7 @@ class GaussNewton(MapEstimator):
         e_r = float(np.sum(wi * ri * ri, dtype=np.float64))
         var_sum = max((e_m + e_r - 2 * v) / sw, 1e-30)
         rho = float(np.sum(wi * wi, dtype=np.float64)) / sw
-        cov = self._covariance(raw, coarse, d, var_sum, rho, wi, shape, self.lowpass)
+        cov = self._covariance(raw, coarse, d, var_sum, rho, wi, shape, self.lowpass, weight)
         if (self.fine_lowpass is None or self.lowpass is None or self.fine_lowpass >= self.lowpass
                 or float(np.linalg.eigvalsh(cov)[0]) * self.fine_test > self.fine_reach_px ** 2):
             # (the last: the sharper pass is the noisier one, so no move within its reach could pass the test)
@@ -735,15 +769,19 @@ class GaussNewton(MapEstimator):
         # (a few 0.01 px on coarse lattices) is many of its standard errors; at a low dose the sharper answer is
         # only noisier. Take it when it moves further than its own noise explains.
         # fr is the spectrum of the reference less a constant, which its zero frequency gives
-        r = ref - dtype.type((float(ref.sum(dtype=np.float64)) - float(fr[0, 0].real)) / ref.size)
+        if weight is None:
+            r = ref - dtype.type((float(ref.sum(dtype=np.float64)) - float(fr[0, 0].real)) / ref.size)
+        else:  # the template itself (its spectrum is fr)
+            r = sfft.irfft2(fr, s=shape, workers=WORKERS).astype(dtype, copy=False)
         fine = self._lowpass_pass(corr, r, taper_spectrum, offset, sw, shape, self.fine_lowpass, smooth_energy=False)
         d_fine = _maximize(fine, d, self.iterations)
-        cov_fine = self._covariance(raw, fine, d_fine, var_sum, rho, wi, shape, self.fine_lowpass)
+        cov_fine = self._covariance(raw, fine, d_fine, var_sum, rho, wi, shape, self.fine_lowpass, weight)
         step = d_fine - d
         # the step estimates the coarse pass's bias, plus the noise the sharper pass adds: take the sharper one when
         # that bias costs more than its extra noise (mean squared error)
-        sharper = float(step @ step) > 2.0 * (float(np.trace(cov_fine)) - float(np.trace(cov)))
-        if math.hypot(*step) <= self.fine_reach_px and (sharper or float(step @ np.linalg.solve(cov_fine, step)) > self.fine_test):
+        sharper = self.fine_by_error and float(step @ step) > 2.0 * (float(np.trace(cov_fine)) - float(np.trace(cov)))
+        beyond_noise = float(step @ np.linalg.solve(cov_fine, step)) > self.fine_test
+        if math.hypot(*step) <= self.fine_reach_px and (sharper or beyond_noise):
             return d_fine, cov_fine, (var_sum / 2, var_sum / 2)
         return d, cov, (var_sum / 2, var_sum / 2)
 
@@ -762,9 +800,10 @@ class GaussNewton(MapEstimator):
         return _ProfiledSurface(_SpectralSurface(both, shape), sw)
 
     @staticmethod
-    def _covariance(raw, surface, d, var_sum, rho, wi, shape, lowpass):
+    def _covariance(raw, surface, d, var_sum, rho, wi, shape, lowpass, weight=None):
         """``(σ_r² + σ_m²)·ρ·I⁻¹`` with the information ``I`` from the unweighted correlation's curvature (less the
-        part the offset takes), plus, on a low-passed surface, the gradient noise of the two frames' product."""
+        part the offset takes), plus, on a low-passed surface, the gradient noise of the two frames' product
+        (through the low-pass and the content ``weight``)."""
         _, _, hess = raw.at(d)
         _, g_u, _ = surface.offset_at(d)
         info = _positive_definite(-hess - np.outer(g_u, g_u) / surface.weight_sum)
@@ -773,7 +812,7 @@ class GaussNewton(MapEstimator):
             # At low SNR the product of the two frames' noises adds gradient noise of its own:
             # σ_m²·σ_r²·Σw²·E[(∂(g∗n))²]/σ², on the low-passed surface that Newton maximized.
             _, _, hess_lp = surface.at(d)
-            q = _gradient_noise_gain(shape, lowpass)
+            q = _gradient_noise_gain(shape, lowpass) if weight is None else _weighted_noise_gain(shape, lowpass, weight)
             nn = (var_sum / 2) ** 2 * float(np.sum(wi * wi, dtype=np.float64)) * np.diag(q)
             inv_lp = np.linalg.inv(_positive_definite(-hess_lp))
             cov = cov + inv_lp @ nn @ inv_lp
