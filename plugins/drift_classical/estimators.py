@@ -496,8 +496,8 @@ def _gradient_noise_gain(shape, sigma_px: float) -> tuple[float, float]:
 
 def _weighted_noise_gain(shape, sigma_px: float, weight: np.ndarray) -> tuple[float, float]:
     """:func:`_gradient_noise_gain` through the Gaussian and ``weight`` (rfft half spectrum) together."""
-    _, along_y, along_x = _surface_factors(shape)
-    columns = _surface_factors(shape)[0] * (shape[0] * shape[1])  # each rfft column stands for 1 or 2
+    factors, along_y, along_x = _surface_factors(shape)
+    columns = factors * (shape[0] * shape[1])  # each rfft column stands for 1 or 2
     g2 = (gaussian_weight(shape, sigma_px).astype(np.float64) * weight) ** 2 * columns
     n = shape[0] * shape[1]
     ky2, kx2 = np.abs(along_y[1]) ** 2, np.abs(along_x[:, 1]) ** 2
@@ -736,7 +736,7 @@ class GaussNewton(MapEstimator):
         raw = _SpectralSurface(conj_a * fr, shape)  # the frames as they are: the residual and the information
         weight = _content_weight(fr, conj_a, float(np.sum(wi * wi, dtype=np.float64)), ref, mov) \
             if self.content_weight else None
-        if weight is not None:  # the reference as a template: its noise between the content's frequencies goes
+        if weight is not None:  # the reference as a template, its noise between the content's frequencies left out
             fr = fr * weight
         corr = conj_a * fr
         # u(d) = Σ w(x)·(r(x − d) − mean_r): the reference's weighted mean under the shifted overlap differs from
