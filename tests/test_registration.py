@@ -258,6 +258,26 @@ def test_strips_too_noisy_to_measure_fall_back_to_the_rigid_model_and_say_so():
     assert reg.notes and ("could be measured" in reg.notes[0]), reg.notes
 
 
+def test_a_strip_the_lattice_leaves_ambiguous_is_decided_by_the_rigid_prior(monkeypatch):
+    """In dark contrast, 64-row strips of 20 px cells cannot rule out a centred cell: every one is unconfident. Each
+    is measured after the frame's rigid shift, so its answer near zero with rivals a cell away is the right one; without
+    that, no strip counted and the series fell back to the rigid model."""
+    from drift_framework import registration
+
+    source = simulator_source(scan_time="pixel", shape=[128, 128], spacing_px=[20.0], contrast="dark", seed=1,
+                              noise={"kind": "poisson", "dose": 10.0},
+                              drift=[{"kind": "linear", "velocity_px_per_frame": [1.0, 1.73]},
+                                     {"kind": "random-walk", "step_px_per_frame": 0.2}])
+    frames = [source.acquire() for _ in range(8)]
+    truth = np.stack([f.meta["true_field_px"] for f in frames])
+    decided = df.register_series(frames, model="scan", strip_rows=64)
+    assert decided.model == "scan" and not decided.notes, decided.notes
+    assert field_rmse(decided.field, truth) < 0.2, field_rmse(decided.field, truth)
+    monkeypatch.setattr(registration, "PRIOR_NEAR_PX", 0.0)  # confident strips only
+    confident_only = df.register_series(frames, model="scan", strip_rows=64)
+    assert confident_only.model == "rigid" and field_rmse(confident_only.field, truth) > 0.4
+
+
 def test_a_serpentine_scan_is_timed_line_by_line_in_both_directions():
     """Odd lines scanned right to left: the simulator times each pixel so, the frames say so, and the scan model
     follows; assumed raster, the in-line drift of odd lines comes out reversed."""
