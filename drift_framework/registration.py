@@ -10,6 +10,7 @@ ideal[y − dy, x − dx]``, ``ideal`` being the specimen scanned instantly at t
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 
 from .assembly import load_pipeline
 from .series import pair_list, solve_positions
-from .types import Frame
+from .types import Frame, ResampledReference
 
 __all__ = ["register_series", "SeriesRegistration", "ScanTiming", "field_rmse", "line_offsets", "others_means", "resample"]
 
@@ -496,15 +497,13 @@ def _solve(basis: _HatBasis, a: np.ndarray, obs: list, n: int, smoothness: float
 
 
 def _for_templates(pipe: Any) -> Any:
-    """``pipe`` for strips measured against a resampled template: ``gauss-newton`` would read the template's
-    interpolation blur, which varies with the sub-pixel position, as its first pass's bias and take the sharper
-    pass for it (a refit on smooth drift went from 0.070 to 0.093 px against the truth), so the sharper pass is
-    taken only beyond its own noise (``fine_by_error: false``)."""
-    specs = pipe.describe()
-    estimator = specs.get("estimator", {})
-    if estimator.get("plugin") != "gauss-newton" or not estimator.get("fine_by_error", False):
+    """``pipe`` for strips measured against a resampled template: its estimator's variant for such references
+    (:class:`~drift_framework.types.ResampledReference`), where it has one."""
+    if not isinstance(pipe.estimator, ResampledReference):
         return pipe
-    return load_pipeline({**specs, "estimator": {**estimator, "fine_by_error": False}})
+    variant = copy.copy(pipe)
+    variant.estimator = pipe.estimator.for_resampled()
+    return variant
 
 
 def _refit_to_template(stack: np.ndarray, field: np.ndarray, timing: ScanTiming, pipe: Any, rows: int,

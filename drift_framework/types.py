@@ -50,6 +50,7 @@ __all__ = [
     "BatchEstimator",
     "CandidateScorer",
     "CentralView",
+    "ResampledReference",
     "ScanRamp",
     "COMPONENT_KINDS",
     "MIN_SIZE",
@@ -483,6 +484,15 @@ class CentralView(Protocol):
     acquired still reach it whole (``CorrelationMap.raw``), for refinement and candidate analysis."""
 
     view_px: int | None
+
+
+@runtime_checkable
+class ResampledReference(Protocol):
+    """An estimator with a variant for references that were resampled (a template warped from other frames, whose
+    interpolation blur varies with the sub-pixel position): ``for_resampled()`` returns it.  Series registration
+    measures its template passes with it."""
+
+    def for_resampled(self) -> Any: ...
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ value in that disk), report a radial 1-σ ``sigma`` and a ``confidence``.
 """
 from __future__ import annotations
 
+import copy
 import math
 from functools import lru_cache
 
@@ -658,6 +659,15 @@ class GaussNewton(MapEstimator):
             return self._finish(cmap, peak, d0 if d is None else d, noise=noise, value_std=vstd, contest=contest,
                                 model_px=model)
         return self._finish(cmap, peak, d, cov, noise=noise, value_std=vstd, contest=contest)
+
+    def for_resampled(self) -> GaussNewton:
+        """This estimator for a resampled reference (a template warped from other frames): the sharper pass is taken
+        only beyond its own noise, since the template's interpolation blur, which varies with the sub-pixel position,
+        would pass for the first pass's bias (a series refit on smooth drift went from 0.070 to 0.093 px against
+        the truth with ``fine_by_error``)."""
+        variant = copy.copy(self)
+        variant.fine_by_error = False
+        return variant
 
     def _settle(self, ref, mov, d):
         """The optimum a far Newton move reached, refined again with the margin its shift needs (None if it does
