@@ -497,12 +497,15 @@ def _solve(basis: _HatBasis, a: np.ndarray, obs: list, n: int, smoothness: float
 
 
 def _for_templates(pipe: Any) -> Any:
-    """``pipe`` for strips measured against a resampled template: its estimator's variant for such references
-    (:class:`~drift_framework.types.ResampledReference`), where it has one."""
-    if not isinstance(pipe.estimator, ResampledReference):
+    """``pipe`` for strips measured against a resampled template: its denoiser's and estimator's variants for such
+    references (:class:`~drift_framework.types.ResampledReference`), where they have one."""
+    parts = {name: getattr(pipe, name) for name in ("denoiser", "estimator")}
+    if not any(isinstance(part, ResampledReference) for part in parts.values()):
         return pipe
     variant = copy.copy(pipe)
-    variant.estimator = pipe.estimator.for_resampled()
+    for name, part in parts.items():
+        if isinstance(part, ResampledReference):
+            setattr(variant, name, part.for_resampled())
     return variant
 
 

@@ -488,9 +488,9 @@ class CentralView(Protocol):
 
 @runtime_checkable
 class ResampledReference(Protocol):
-    """An estimator with a variant for references that were resampled (a template warped from other frames, whose
-    interpolation blur varies with the sub-pixel position): ``for_resampled()`` returns it.  Series registration
-    measures its template passes with it."""
+    """A denoiser or estimator with a variant for references that were resampled (a template warped from other
+    frames, whose interpolation blur varies with the sub-pixel position, and which is no longer raw counts):
+    ``for_resampled()`` returns it.  Series registration measures its template passes with it."""
 
     def for_resampled(self) -> Any: ...
 

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+from conftest import simulator_source
 from scipy import ndimage
 
 import drift_framework as df
+from drift_classical.counts import CountStabilizer, looks_like_counts
 from drift_simulator.specimen import Specimen
 
 PRESETS = ("classical", "phase", "ncc-peak")
@@ -219,3 +221,45 @@ def test_newton_optimum_off_the_maps_peak_is_returned_with_low_confidence():
     conf = np.array([s.confidence for s in shifts])
     assert np.mean(err < 0.5) >= 0.8        # 0.9; it was 0.57 with the map's peak
     assert not np.any((err > 0.5) & (conf >= 0.5))
+
+
+def test_poisson_counts_are_recognised_and_other_integer_images_are_not(rng):
+    """Counts are non-negative integers whose noise variance is their mean; an 8-bit photograph, a detector's
+    digital units (gain and offset) and scaled counts are not, and are left as they are."""
+    from skimage import data
+
+    source = simulator_source(lattice="hexagonal", shape=[128, 128], noise={"kind": "poisson", "dose": 2.0})
+    counts = next(iter(source.pairs(1, seed=1, crlb=False))).reference
+    assert looks_like_counts(counts) and looks_like_counts(counts.astype(np.uint16))
+    assert not looks_like_counts(data.camera())
+    assert not looks_like_counts((counts * 1185 + 300).astype(np.uint16))
+    assert not looks_like_counts(counts * 0.5 + 0.25)
+    gaussian = simulator_source(lattice="hexagonal", shape=[128, 128], noise={"kind": "gaussian", "snr": 1.0})
+    assert not looks_like_counts(next(iter(gaussian.pairs(1, seed=1, crlb=False))).reference)
+    stabilizer = CountStabilizer()
+    np.testing.assert_allclose(stabilizer.denoise(counts), 2 * np.sqrt(counts + 0.375), rtol=1e-6)
+    mixed = np.stack([counts, counts * 0.5 + 0.25])  # never two frames in different units
+    assert np.array_equal(stabilizer.denoise_batch(mixed), mixed)
+    assert np.array_equal(stabilizer.for_resampled().denoise(counts), counts)
+
+
+def test_poisson_counts_are_refined_with_the_likelihoods_weighting():
+    """Least squares on raw counts weighs the bright background of dark-column contrast like the columns' dips,
+    although it is noisier; after the Anscombe transform it weighs each pixel by its variance, as the Poisson
+    likelihood (and the Cramér–Rao bound) does: 22 % less squared error on these 40 pairs."""
+    source = simulator_source(lattice="hexagonal", spacing_px=[8.0, 16.0], contrast="dark", shape=[128, 128],
+                              rotation_deg=None, noise={"kind": "poisson", "dose": 20.0})
+    pairs = list(source.pairs(40, seed=1))
+    plain = {"preset": "classical", "denoiser": "none",
+             "estimator": {"plugin": "gauss-newton", "stabilize_counts": False}}
+    errors = {}
+    for name, spec in (("stabilized", "classical"), ("plain", plain)):
+        pipe = df.load_pipeline(spec)
+        shifts = [pipe.estimate(p.reference, p.moving) for p in pairs]
+        errors[name] = np.array([np.sum((np.array([s.dy, s.dx]) - p.shift) ** 2) for s, p in zip(shifts, pairs)])
+    assert errors["stabilized"].max() < 0.25 and errors["plain"].max() < 0.25  # every pair right either way
+    bound = np.mean([np.trace(p.crlb) for p in pairs])
+    assert np.mean(errors["stabilized"]) < 0.9 * np.mean(errors["plain"]), (errors["stabilized"].mean() / bound,
+                                                                           errors["plain"].mean() / bound)
+    refiner = df.load_pipeline("dcnn").estimator.refiner  # the learned pipeline's refinement on the raw frames too
+    assert refiner.stabilize_counts

@@ -1,10 +1,10 @@
 """drift_classical: correlators, sub-pixel estimators and denoisers (built-in plugin).
 
-Presets: ``classical`` (NCC → Newton refinement over the overlap; the most
-accurate), ``distorted`` (NCC → centre of symmetry of the peak, for vibrating
-or jittery scans), ``phase`` (phase correlation → upsampled DFT), ``ncc-peak`` (NCC →
-3-point parabola), ``skimage`` (scikit-image ``phase_cross_correlation``, the
-reference).
+Presets: ``classical`` (NCC → Newton refinement over the overlap, of Poisson
+counts after the Anscombe transform; the most accurate), ``distorted`` (NCC →
+centre of symmetry of the peak, for vibrating or jittery scans), ``phase``
+(phase correlation → upsampled DFT), ``ncc-peak`` (NCC → 3-point parabola),
+``skimage`` (scikit-image ``phase_cross_correlation``, the reference).
 """
 from __future__ import annotations
 
@@ -103,6 +103,9 @@ def drift_estimators():
                    "fine_by_error": Param("bool", True, "Take the second pass's answer also when its move (the "
                                           "first pass's bias, at high doses) costs more than its extra noise; "
                                           "off for resampled templates, whose blur it would read as that bias"),
+                   "stabilize_counts": Param("bool", True, "Refine frames of Poisson counts after the Anscombe "
+                                             "transform: each pixel weighed by its variance, as the likelihood "
+                                             "does"),
                    "content_weight": Param("bool", True, "Weigh the reference's spectrum by its content's "
                                            "signal-to-noise (a Wiener filter from both frames' power): the noise "
                                            "between a lattice's reflections stays out of the correlation")},
@@ -122,6 +125,12 @@ def _denoiser(cls_name, *keys):
     return factory
 
 
+def _anscombe(p, ctx):
+    from .counts import CountStabilizer
+
+    return CountStabilizer(p["counts_per_unit"])
+
+
 def _bragg(p, ctx):
     from .denoisers import BraggFilter
 
@@ -132,6 +141,13 @@ def _bragg(p, ctx):
 def drift_denoisers():
     return [
         Component("none", _denoiser("NoDenoiser"), {}, "No denoising"),
+        Component("anscombe", _anscombe,
+                  {"counts_per_unit": Param("float", None, "Counts per unit of the frames (the detector's "
+                                            "calibration); null: transform frames that look like counts "
+                                            "(non-negative integers, noise variance ≈ mean), leave others alone",
+                                            gt=0, nullable=True)},
+                  "Anscombe transform 2√(x + 3/8) of Poisson counts: unit noise variance, so least squares weighs "
+                  "every pixel as the Poisson likelihood does"),
         Component("gaussian", _denoiser("GaussianDenoiser", "sigma_px"),
                   {"sigma_px": Param("float", 1.0, "Gaussian std", gt=0)}, "Gaussian blur"),
         Component("median", _denoiser("MedianDenoiser", "size_px"),

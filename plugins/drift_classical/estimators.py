@@ -21,6 +21,7 @@ from drift_framework.types import CorrelationMap, Shift, doubted
 from . import candidates as cand
 from . import uncertainty as unc
 from .correlators import WORKERS, CrossCorrelator, gaussian_weight
+from .counts import stabilized_pair
 
 
 @lru_cache(maxsize=32)
@@ -617,7 +618,9 @@ class GaussNewton(MapEstimator):
     ``r̄`` for the same reason.  Everything is evaluated exactly from spectra (band-limited), so the Newton
     iterations cost no image resampling.  A second, sharper pass (exact energy ``r²``, ``fine_lowpass_px``)
     removes the low-pass's bias where the data are good enough to show it.  The covariance is
-    ``(σ_r² + σ_m²)·ρ·I⁻¹`` with the information ``I`` from the correlation's curvature.
+    ``(σ_r² + σ_m²)·ρ·I⁻¹`` with the information ``I`` from the correlation's curvature.  Frames of Poisson
+    counts are refined after the Anscombe transform (``stabilize_counts``), whose unit variance makes least squares
+    the likelihood's weighting (:mod:`.counts`).
     """
 
     method = "gauss-newton"
@@ -629,8 +632,9 @@ class GaussNewton(MapEstimator):
 
     def __init__(self, *, taper_px: float = 8.0, iterations: int = 12, margin_px: int = 3,
                  lowpass_px: float | None = 2.0, fine_lowpass_px: float | None = 1.0, fine_test: float = 6.0,
-                 fine_by_error: bool = True, content_weight: bool = True, **kw):
+                 fine_by_error: bool = True, content_weight: bool = True, stabilize_counts: bool = True, **kw):
         super().__init__(**kw)
+        self.stabilize_counts = stabilize_counts
         self.taper, self.iterations, self.margin = taper_px, iterations, margin_px
         self.lowpass, self.content_weight = lowpass_px, content_weight
         self.fine_lowpass, self.fine_test, self.fine_by_error = fine_lowpass_px, fine_test, fine_by_error
@@ -641,10 +645,11 @@ class GaussNewton(MapEstimator):
         vstd = self._value_std(cmap, noise)
         peak, contest = self.choose_peak(cmap, vstd, noise)
         d0 = parabolic_subpixel(cmap, peak)
-        ref, mov = cmap.reference, cmap.moving
+        ref, mov = self._stabilized(cmap.reference, cmap.moving)
+        spectrum = cmap.reference_spectrum if ref is cmap.reference else None
         margins = self._margins(d0)
         fit = _fits(ref.shape, margins)
-        refined = self._refine(ref, mov, d0, margins, cmap.reference_spectrum) if fit else (None, None, None)
+        refined = self._refine(ref, mov, d0, margins, spectrum) if fit else (None, None, None)
         if len(self._tapers) > 32:  # a taper + its spectrum per overlap: ~2 MB each at 512²
             self._tapers.clear()
         d, cov, _ = refined
@@ -669,6 +674,10 @@ class GaussNewton(MapEstimator):
         variant.fine_by_error = False
         return variant
 
+    def _stabilized(self, reference, moving):
+        """Frames of Poisson counts through the Anscombe transform (``stabilize_counts``), others as they are."""
+        return stabilized_pair(reference, moving) if self.stabilize_counts else (reference, moving)
+
     def _settle(self, ref, mov, d):
         """The optimum a far Newton move reached, refined again with the margin its shift needs (None if it does
         not settle there)."""
@@ -687,6 +696,7 @@ class GaussNewton(MapEstimator):
         only (the basin is the caller's claim).
         """
         d0 = np.asarray(start, float)
+        reference, moving = self._stabilized(reference, moving)
         margins = self._margins(d0)
         d, cov = None, None
         if _fits(reference.shape, margins):
