@@ -93,7 +93,7 @@ def test_bench_learned_scores_families_contrasts_camera_cases_and_the_real_stack
 
     out = drift_cli("bench", "learned", "--pairs", "3", "--doses", "20", "--families", "dumbbells (wurtzite [11-20])",
                     "--pipelines", "classical,dcnn", "--real", str(REAL_DATA / "stem_abf_data_imagestack.hspy"),
-                    "--out", str(tmp_path))
+                    "--real-pairs", "2", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     rows = _rows(tmp_path / "learned.csv")
     assert len(rows) == 2 * 2 * 2 and {(r["contrast"], r["cell"]) for r in rows} == {
@@ -106,6 +106,8 @@ def test_bench_learned_scores_families_contrasts_camera_cases_and_the_real_stack
     assert "estimator at the" in text.split("## Every cell")[0]  # how many cells the bound itself limits
     real = text.split("real SrTiO3 stack")[1]
     assert real.count("\n| ") >= 5    # header + 4 frames
+    low_dose = text.split("Non-periodic content at a low dose")[1].split("## ")[0]
+    assert low_dose.count("\n| ") == 1 + 3 * 2 and "scikit-image plain" in low_dose  # header + 3 images × 2 doses
 
 
 @pytest.mark.filterwarnings("ignore:Loading old file version")

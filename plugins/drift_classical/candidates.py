@@ -66,6 +66,11 @@ SUPERLATTICE_Z_RANGE = 8.0
 LANCZOS_A = 6
 #: at most this many competing maxima are scored (the highest).
 MAX_CANDIDATES = 8
+#: a lattice translate reads lower than the peak it repeats by the seam's and the window's fall-off (5–10 % at a
+#: third of a large cell's frame); a peak below half of it is no translate, whatever the reflections said (a lattice
+#: found in the noise of non-periodic content made the Hubble deep field's shift of 31 px, NCC 0.74, "the same
+#: answer" as a bump of 0.005 near zero)
+TRANSLATE_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -724,15 +729,23 @@ class OverlapComparison:
 
 
 def _nearest_translate(data: np.ndarray, center, search_mask: np.ndarray | None, pick: Candidate,
-                       basis: np.ndarray | None) -> Candidate | None:
+                       basis: np.ndarray | None, value_std: float) -> Candidate | None:
     """The map's peak one or more lattice vectors from ``pick`` that is nearest zero, when it is nearer than ``pick``
-    (the candidate list holds the highest maxima; a translate nearer zero may read lower and not be among them)."""
+    (the candidate list holds the highest maxima; a translate nearer zero may read lower and not be among them)
+    and as high as a translate is (:func:`_alike`)."""
     if basis is None:
         return None
     best = _nearest_zero(np.asarray(pick.shift, float), basis)
     if np.hypot(*best) >= np.hypot(*pick.shift) - 0.5:
         return None
-    return _peak_near(data, center, search_mask, best)
+    found = _peak_near(data, center, search_mask, best)
+    return found if found is not None and _alike(found.value, pick.value, value_std) else None
+
+
+def _alike(value: float, of: float, value_std: float) -> bool:
+    """Whether a peak of height ``value`` can be a lattice translate of one of height ``of``: lower by no more than
+    the seam's and the window's fall-off allow (:data:`TRANSLATE_FRACTION`) or than the map's noise explains."""
+    return value >= of - max(TRANSLATE_FRACTION * abs(of), 4.0 * value_std)
 
 
 def _peak_near(data: np.ndarray, center, search_mask: np.ndarray | None, place: np.ndarray) -> Candidate | None:
@@ -779,7 +792,7 @@ def _hidden_cosets(data: np.ndarray, center, search_mask: np.ndarray | None, pic
 
 def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: SignalSpectra,
             overlap: OverlapComparison, window: float, first: tuple[int, int], tolerance: float = 0.0,
-            keep_first: bool = False) -> Contest | None:
+            keep_first: bool = False, value_std: float = 0.0) -> Contest | None:
     """Score the local maxima within ``window`` of the highest one and pick the shift.
 
     Candidates one lattice vector apart are the same answer (the nearest to zero is the convention).  Any other
@@ -860,7 +873,8 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     if not keep_first:
         # a winner's lattice translates are the same answer: the convention takes the one nearest zero
         pool = {j for k in winners for j in range(n)
-                if j == k or spectra.is_lattice_vector(np.subtract(cands[j].shift, cands[k].shift))}
+                if j == k or (spectra.is_lattice_vector(np.subtract(cands[j].shift, cands[k].shift))
+                              and _alike(cands[j].value, cands[k].value, value_std))}
         chosen = min(pool, key=lambda k: cands[k].shift[0] ** 2 + cands[k].shift[1] ** 2)
     if not known and not scoring:
         # No lattice to tell translates from rivals: of the peaks nearer zero that the map's choice does not beat,
@@ -870,7 +884,7 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
                  and not beats(compare(0, k), cands[0].value)]
         if equal:
             chosen = min(equal, key=lambda k: cands[k].shift[0] ** 2 + cands[k].shift[1] ** 2)
-    nearest = _nearest_translate(data, center, search_mask, cands[chosen], basis)
+    nearest = _nearest_translate(data, center, search_mask, cands[chosen], basis, value_std)
     distinct, rivals = 1.0, []
     if nearest is not None and keep_first and basis is not None:
         # another estimator's answer one or more lattice vectors from the nearest-to-zero equivalent: right modulo

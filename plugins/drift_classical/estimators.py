@@ -103,7 +103,8 @@ class MapEstimator:
         window = 10.0 * value_std + 0.25 * curv + self.RELATIVE_AMBIGUITY * abs(c0)  # peaks sampled off-top read low
         scale = 1.0 if cmap.normalized else 1.0 / max(cmap.norm or 1.0, 1e-30)  # map units → correlation coefficient
         result = cand.contest(data, cmap.center, self.search_mask(cmap), spectra, overlap, window, peak,
-                              tolerance=self.RELATIVE_AMBIGUITY * abs(c0) * scale, keep_first=keep_first)
+                              tolerance=self.RELATIVE_AMBIGUITY * abs(c0) * scale, keep_first=keep_first,
+                              value_std=value_std)
         if result is None:
             return peak, None
         return result.chosen.peak, result
