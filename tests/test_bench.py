@@ -106,6 +106,9 @@ def test_bench_learned_scores_families_contrasts_camera_cases_and_the_real_stack
     assert "estimator at the" in text.split("## Every cell")[0]  # how many cells the bound itself limits
     real = text.split("real SrTiO3 stack")[1]
     assert real.count("\n| ") >= 5    # header + 4 frames
+    held_out = text.split("What the networks were not trained on")[1].split("## ")[0]
+    assert "`dcnn`: hexagonal lattices, bright contrast" in held_out  # read from the shipped model card's recipe
+    assert "| dcnn | held out | held out |" in held_out  # dumbbells in dark contrast: neither seen in training
     low_dose = text.split("Non-periodic content at a low dose")[1].split("## ")[0]
     assert low_dose.count("\n| ") == 1 + 3 * 2 and "scikit-image plain" in low_dose  # header + 3 images × 2 doses
 
