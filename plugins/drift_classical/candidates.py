@@ -801,8 +801,8 @@ def contest(data: np.ndarray, center, search_mask: np.ndarray | None, spectra: S
     it.  The pick is ``first`` (the map's own choice) unless rivals beat it; then the one of those nearest zero
     (``keep_first``: always ``first``, to score another estimator's answer).  When none beats it, a rival that is
     neither a translate nor a pseudo-translate of it and stands higher over their common region is the pick (one
-    of the two is a noise peak; the higher is the likelier), with ``first`` as its rival.  ``distinct`` is the product over the
-    rest of the probability that the pick beats each (:func:`_beats`).
+    of the two is a noise peak; the higher is the likelier), with ``first`` as its rival.  ``distinct`` is the
+    product over the rest of the probability that the pick beats each (:func:`_beats`).
 
     When the reference shows no lattice the images cannot tell lattice translates from rivals (a small tracking
     region, a strongly distorted scan, three or four cells of a coarse lattice): then, as for any lattice, peaks

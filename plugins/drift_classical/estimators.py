@@ -406,8 +406,7 @@ class SymmetryCenter(MapEstimator):
         A disk reaching into the neighbouring lattice peaks would pull the centroid towards the points halfway
         between them, which are centres of symmetry too.  A valley (local minimum of the map smoothed over a pixel,
         below the halfway level between the peak and the map's median around it) lies about half a lattice period
-        away; the saddle between the
-        two humps of a split peak is no local minimum, so it does not shrink the disk.
+        away; the saddle between the two humps of a split peak is no local minimum, so it does not shrink the disk.
         """
         n = int(math.ceil(self.radius / self.VALLEY_FRACTION)) + 2
         ys = (np.arange(-n - 1, n + 2) + peak[0]) % data.shape[0]
