@@ -236,31 +236,24 @@ def trained_on(pipe) -> tuple[set[str], set[str]] | None:
     return (seen_lattices, seen_contrasts) if seen_lattices else None
 
 
-def _held_out(rows: list[dict], pipelines: dict) -> list[dict]:
-    """Each learned pipeline's cells split by whether its networks saw the cell's lattice and contrast."""
+def _held_out(rows: list[dict], seen: dict) -> list[dict]:
+    """Each learned pipeline's cells split by whether its networks saw the cell's lattice and contrast (``seen``:
+    pipeline → :func:`trained_on`)."""
     out = []
-    for name, pipe in pipelines.items():
-        seen = trained_on(pipe)
-        if seen is None:
-            continue
-        lattices, contrasts = seen
-        mine = [r for r in rows if r["pipeline"] == name]
-        reference = {(r["family"], r["contrast"], r["cell"], r["dose_e_per_px"]): r["success"]
-                     for r in rows if r["pipeline"] == "classical"}
+    for name, (lattices, contrasts) in seen.items():
         for family_seen in (True, False):
             for contrast_seen in (True, False):
-                group = [r for r in mine if (FAMILIES[r["family"]]["lattice"] in lattices) == family_seen
+                cells = [r for r in rows if (FAMILIES[r["family"]]["lattice"] in lattices) == family_seen
                          and (r["contrast"] in contrasts) == contrast_seen]
+                group = [r for r in cells if r["pipeline"] == name]
                 if not group:
                     continue
-                below = sum(1 for r in group if r["success"] < reference.get(
-                    (r["family"], r["contrast"], r["cell"], r["dose_e_per_px"]), -1.0))
                 out.append({"pipeline": name, "family": "trained on" if family_seen else "held out",
                             "contrast": "trained on" if contrast_seen else "held out", "cells": len(group),
                             "worst success": min(r["success"] for r in group),
                             "mean success": float(np.mean([r["success"] for r in group])),
                             "worst efficiency": max(r["efficiency"] for r in group),
-                            "cells below classical": below})
+                            "cells below classical": _below(cells, name)})
     return out
 
 
@@ -314,11 +307,11 @@ def _markdown(rows, camera, low_dose, real, pipelines, args) -> str:
         + ", ".join(f"`{n}` {k}" for n, k in below.items()) + f" (of {len(rows) // max(len(pipelines), 1)}). "
         + _bound_limited(rows) + "\n",
     ]
-    held_out = _held_out(rows, pipelines)
+    seen = {n: s for n, s in ((n, trained_on(p)) for n, p in pipelines.items()) if s is not None}
+    held_out = _held_out(rows, seen)
     if held_out:
-        seen = {n: trained_on(p) for n, p in pipelines.items()}
         told = "; ".join(f"`{n}`: {', '.join(sorted(s[0]))} lattices, {', '.join(sorted(s[1]))} contrast"
-                         for n, s in seen.items() if s is not None)
+                         for n, s in seen.items())
         parts += ["## What the networks were not trained on\n",
                   f"From the model cards' recipes ({told}). The families whose lattice a network never saw and the "
                   "contrast it never saw, reported apart from the rest.\n", markdown_table(held_out)]
