@@ -186,8 +186,9 @@ def test_real_stem_stack_aligns_better_than_raw():
 @pytest.mark.filterwarnings("ignore:Loading old file version")
 def test_real_stack_reference_modes_agree_with_the_distorted_preset():
     """The real scan vibrates (split correlation peaks): centres of symmetry add up, so every mode gives the same
-    positions within 0.1 px (the least-squares fit of the frames differs by ~0.5 px, its loops miss by 0.2 px)."""
-    from drift_hyperspy.positions import estimate_shifts
+    positions within 0.1 px (the least-squares fit of the frames differs by ~0.5 px, its loops miss by ~0.15 px, enough
+    for `drift correct` to suggest the distorted preset)."""
+    from drift_hyperspy.positions import closure_hint, estimate_shifts
 
     stack = np.asarray(hs.load(str(REAL_DATA / "stem_abf_data_imagestack.hspy")).data, np.float32)
     modes = {m: estimate_shifts(lambda i: stack[i], len(stack), "distorted", reference=m)
@@ -197,7 +198,8 @@ def test_real_stack_reference_modes_agree_with_the_distorted_preset():
             assert np.abs(a.shifts - b.shifts).max() < 0.1
     assert modes["all-pairs"].closure_px < 0.05
     rigid = estimate_shifts(lambda i: stack[i], len(stack), "classical", reference="all-pairs")
-    assert rigid.closure_px > 0.15 > 3 * modes["all-pairs"].closure_px
+    assert closure_hint(rigid.closure_px, rigid.pair_sigma_px) is not None
+    assert rigid.closure_px > 5 * modes["all-pairs"].closure_px
 
 
 @pytest.mark.filterwarnings("ignore:Loading old file version")
