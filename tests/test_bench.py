@@ -1,6 +1,7 @@
 import csv
 import math
 
+import numpy as np
 import pytest
 from conftest import drift_cli
 
@@ -46,6 +47,7 @@ def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_pat
     assert [r["contrast"] for r in rows] == ["bright", "dark"]
     for r in rows:  # 3 px of drift per frame: the scan model removes most of the in-frame shear
         assert float(r["scan_field_rmse_px"]) < 0.2 < 0.5 < float(r["rigid_field_rmse_px"])
+        assert 0 <= float(r["bound_px"]) < float(r["scan_field_rmse_px"])  # no registration beats the bound
     text = (tmp_path / "scan.md").read_text()
     assert "drift bench scan" in text
     # the shared real stack: the refit against the other frames' mean leaves its 64² patches closer together
@@ -71,6 +73,36 @@ def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_pat
     for contrast in ("bright", "dark"):
         alone, both = ortho[contrast, "scan, 0° only"], ortho[contrast, "scan, 0° + 90°"]
         assert both[0] < 0.15 < 0.8 < alone[0] and both[2] < 0.003 < 0.015 < alone[2], ortho
+
+
+def test_field_bound_is_the_posterior_spread_of_every_lines_offsets():
+    """The scan table's bound against the joint Gaussian posterior of a walk and a jitter per line, written out
+    densely: the smoother's recurrences and the jitter's marginalisation give the same number."""
+    from drift_bench.scan import field_bound_px
+    from drift_framework.types import Frame
+
+    rng = np.random.default_rng(3)
+    lines, walk, jitter = 12, 0.3, 0.4
+    frames = [Frame(np.zeros((lines, 4), np.float32), index=k, meta={
+        "scan": {"t_start_s": 2.0 * k * lines, "line_time_s": 1.5},  # a pause between frames
+        "line_information_px": rng.uniform(0, 30, lines), "line_information_y_px": rng.uniform(0, 30, lines)})
+        for k in range(3)]
+    times = np.concatenate([f.meta["scan"]["t_start_s"] + (np.arange(lines) + 0.5) * 1.5 for f in frames])
+    n, total = len(times), 0.0
+    for key, sigma in (("line_information_y_px", 0.0), ("line_information_px", jitter)):
+        info = np.concatenate([f.meta[key] for f in frames])
+        # unknowns: the walk w and the jitter j of every line, measured as w + j; the walk's level is free
+        steps = np.diff(np.eye(n), axis=0)
+        walk_precision = steps.T @ np.diag(1 / (walk ** 2 / (lines * 1.5) * np.diff(times))) @ steps
+        walk_precision += 1e-9 * np.eye(n)
+        if sigma == 0:
+            cov = np.linalg.inv(walk_precision + np.diag(info))
+        else:
+            both = np.hstack([np.eye(n), np.eye(n)])
+            precision = np.block([[walk_precision, np.zeros((n, n))], [np.zeros((n, n)), np.eye(n) / sigma ** 2]])
+            cov = both @ np.linalg.inv(precision + both.T @ np.diag(info) @ both) @ both.T
+        total += np.mean(np.diag(cov)) - cov.sum() / n ** 2   # the field RMSE removes the error's mean
+    assert field_bound_px(frames, walk, jitter) == pytest.approx(math.sqrt(total), rel=1e-6)
 
 
 def test_bench_confidence_writes_the_table_and_reliability_diagrams(tmp_path):

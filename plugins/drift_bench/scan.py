@@ -265,15 +265,61 @@ def other_tools(stack: np.ndarray) -> dict[str, np.ndarray]:
     return {"skimage": skimage, "hyperspy": hyperspy}
 
 
-def jitter_bound_px(frames: list, jitter_px: float) -> float:
-    """The least field RMSE white line jitter of std ``jitter_px`` leaves, however the specimen is known: each
-    line's offset shows only in that line, so no estimate beats the Bayes bound ``1/(F + 1/σ²)`` of the line's
-    Fisher information F (the simulator's ``meta["line_information_px"]``).  The part all frames share, which the
-    series cannot measure, comes on top (up to jitter²/N)."""
-    if jitter_px == 0:
-        return 0.0
-    information = np.stack([f.meta["line_information_px"] for f in frames]).astype(float)
-    return float(np.sqrt(np.mean(1.0 / (information + jitter_px ** -2))))
+def field_bound_px(frames: list, walk_px_per_frame: float, jitter_px: float) -> float:
+    """The least field RMSE any registration of the series can reach (a Bayes bound), however well the specimen is
+    known.  Each scan line shows its own offsets only through its Fisher information about them (the simulator's
+    ``meta["line_information_y_px"]`` and ``meta["line_information_px"]``); between lines the offsets follow the
+    series' random walk (``walk_px_per_frame`` per √frame on each axis, one walk through all frames), and along x
+    each line adds white jitter of std ``jitter_px``.  The bound is the posterior variance of every line's offset
+    given every line's measurement (a Kalman smoother over the lines of the whole series), less the variance of the
+    error's mean (which the field RMSE removes).  The linear drift on top is two numbers for the whole series and
+    is taken as known."""
+    from scipy.linalg import solve_banded
+
+    scans = [f.meta["scan"] for f in frames]
+    lines = len(frames[0].meta["line_information_px"])
+    times = np.concatenate([s["t_start_s"] + (np.arange(lines) + 0.5) * s["line_time_s"] for s in scans])
+    rate = walk_px_per_frame ** 2 / (lines * scans[0]["line_time_s"])  # the walk's variance per second
+    total = 0.0
+    for key, jitter in (("line_information_y_px", 0.0), ("line_information_px", jitter_px)):
+        if rate == 0 and jitter == 0:  # one level for the whole series, which the field RMSE removes
+            continue
+        info = np.concatenate([np.asarray(f.meta[key], float) for f in frames])
+        # a line's jitter is its own: given the walk, its posterior variance is v and it takes κ of the misfit
+        v = 1.0 / (info + jitter ** -2) if jitter > 0 else np.zeros_like(info)
+        kappa = jitter ** 2 * info / (1 + jitter ** 2 * info)
+        seen = info / (1 + jitter ** 2 * info)  # what a line tells of the walk: its jitter is noise to it
+        a = 1 - kappa
+        if rate > 0:
+            # the walk's posterior precision: tridiagonal, the walk's steps plus each line's measurement
+            step = 1.0 / (rate * np.diff(times))
+            diag = seen.copy()
+            diag[:-1] += step
+            diag[1:] += step
+            banded = np.zeros((3, len(info)))
+            banded[0, 1:], banded[1], banded[2, :-1] = -step, diag, -step
+            walk_var = _tridiagonal_inverse_diagonal(-step, diag)
+            common = float(a @ solve_banded((1, 1), banded, a))
+        else:  # no walk: one level for the whole series
+            level = 1.0 / max(float(seen.sum()), 1e-300)
+            walk_var, common = np.full_like(info, level), level * float(a.sum()) ** 2
+        n = len(info)
+        total += float(np.mean(a * a * walk_var + v)) - (common + float(v.sum())) / n ** 2
+    return float(np.sqrt(max(total, 0.0)))
+
+
+def _tridiagonal_inverse_diagonal(off: np.ndarray, diag: np.ndarray) -> np.ndarray:
+    """The diagonal of the inverse of a symmetric tridiagonal matrix (``diag``, ``off`` beside it): the
+    posterior variances of a Kalman smoother, from the two one-sided eliminations (Usmani's recurrences)."""
+    n = len(diag)
+    left, right = np.empty(n), np.empty(n)   # pivots of eliminating from the top and from the bottom
+    left[0] = diag[0]
+    for i in range(1, n):
+        left[i] = diag[i] - off[i - 1] ** 2 / left[i - 1]
+    right[-1] = diag[-1]
+    for i in range(n - 2, -1, -1):
+        right[i] = diag[i] - off[i] ** 2 / right[i + 1]
+    return 1.0 / (left + right - diag)
 
 
 def add_arguments(p) -> None:
@@ -331,7 +377,7 @@ def run(args) -> int:
                         for note in reg.notes:  # strips not measured, a coarser model used: reported, not hidden
                             print(f"{model} at {rate} px/frame, dose {dose}, jitter {jitter}, {contrast}: {note}")
                         row[f"{model}_s"] = time.perf_counter() - t0
-                    row["jitter_bound_px"] = jitter_bound_px(frames, jitter)
+                    row["bound_px"] = field_bound_px(frames, args.walk, jitter)
                     stack = np.stack([f.data for f in frames]).astype(np.float32)
                     for tool, shifts in other_tools(stack).items():
                         rigid = np.broadcast_to(shifts[:, None, None, :], truth.shape)
@@ -345,10 +391,11 @@ def run(args) -> int:
              "of max(32, H/8) rows against the first frame, a piecewise-linear trajectory (2, 4 or 8 knots per "
              "frame time, chosen by the strips), then each line's offsets against the other frames (`line_offsets`: "
              "x per line, y per band of 8 lines; a random walk over the lines plus white jitter along x). Line "
-             "jitter is part of the truth field. jitter_bound: the least RMSE the jitter leaves however well the "
-             "specimen is known (the Bayes bound of each line's Fisher information about its own offset); the part "
-             "common to all frames cannot be measured either, because the specimen is only known as their mean "
-             "(up to jitter/√frames more).\n")
+             "jitter is part of the truth field. bound: the least field RMSE any registration can reach however well "
+             "the specimen is known (`field_bound_px`: the Bayes bound of the line offsets, each line seen through "
+             "its own Fisher information about its y and x offsets, the random walk and the jitter as priors); the "
+             "part common to all frames cannot be measured either, because the specimen is only known as their "
+             "mean (up to jitter/√frames more).\n")
     if args.loop_rates:
         loop = loop_rows(args)
         notes += ("\n## The closed loop: in-frame distortion with and without feed-forward\n\n"

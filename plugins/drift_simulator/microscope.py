@@ -187,6 +187,8 @@ class VirtualMicroscope:
             frame.meta["true_columns_px"] = self._columns_in_view()
             if self.p["noise"]["kind"] != "none":  # what bounds a line's jitter (the scan benchmark's floor)
                 frame.meta["line_information_px"] = line_information(self.p["noise"], clean, info).astype(np.float32)
+                frame.meta["line_information_y_px"] = line_information(self.p["noise"], clean, info,
+                                                                        axis=0).astype(np.float32)
             frame.meta["scan"] = {"t_start_s": self.time_s, "pixel_time_s": self.p["dwell_us"] * 1e-6,
                                   "line_time_s": self._line_time_s(), "serpentine": bool(self.p["serpentine"]),
                                   "ramp_px_per_s": self.scan_ramp_px_per_s()}

@@ -68,16 +68,16 @@ def fisher_information(derivatives, noise: dict, clean: np.ndarray, info: dict) 
     return np.array([[np.sum(w * a * b) for b in g] for a in g])
 
 
-def line_information(noise: dict, clean: np.ndarray, info: dict) -> np.ndarray:
-    """Fisher information (H,) of each scan line about its own offset along x (px⁻²): what bounds the measurement
-    of a line's jitter from that line, ``1/(F + 1/σ²)`` with jitter N(0, σ²) (Bayes).  The derivative is the
-    fourth-order central difference of the noiseless frame: for a Gaussian probe 2 px wide it gives 98.6 % of the
-    analytic derivative's information, ``np.gradient``'s second-order one 88 %."""
+def line_information(noise: dict, clean: np.ndarray, info: dict, axis: int = 1) -> np.ndarray:
+    """Fisher information (H,) of each scan line about its own offset along x (``axis=1``) or y (``axis=0``),
+    px⁻²: what bounds the measurement of a line's jitter from that line, ``1/(F + 1/σ²)`` with jitter N(0, σ²)
+    (Bayes).  The derivative is the fourth-order central difference of the noiseless frame: for a Gaussian probe
+    2 px wide it gives 98.6 % of the analytic derivative's information, ``np.gradient``'s second-order one 88 %."""
     from scipy import ndimage
 
     scale, w = _signal_and_weight(noise, clean, info)
     g = scale * ndimage.correlate1d(clean.astype(np.float64), np.array([1.0, -8.0, 0.0, 8.0, -1.0]) / 12.0,
-                                    axis=1, mode="nearest")
+                                    axis=axis, mode="nearest")
     return np.sum(w * g * g, axis=1)
 
 
