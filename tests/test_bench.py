@@ -53,6 +53,9 @@ def test_bench_scan_scores_rigid_and_scan_models_against_the_truth_field(tmp_pat
     # the shared real stack: the refit against the other frames' mean leaves its 64² patches closer together
     real = {line.split("|")[1].strip(): float(line.split("|")[3]) for line in text.splitlines()
             if line.startswith(("| rigid", "| scan"))}
+    floors = {line.split("|")[1].strip(): float(line.split("|")[5]) for line in text.splitlines()
+              if line.startswith(("| rigid", "| scan"))}
+    assert all(0 < floors[m] < real[m] for m in real), (floors, real)  # what the patch estimates' noise leaves
     assert real["scan, 8 knots/frame, 1 template pass"] < 0.8 < real["rigid"], real
     # the chosen knots follow the stack's distortion that 2 knots leave to the line offsets (0.30 against 0.37 px)
     assert real["scan, knots chosen (default)"] < 0.9 * real["scan, 2 knots/frame"] < 0.85 * real["rigid"], real
