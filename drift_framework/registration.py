@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .assembly import load_pipeline
-from .series import pair_list, solve_positions
+from .series import pair_list, solve_positions, steady_steps
 from .types import Frame, ResampledReference
 
 __all__ = ["register_series", "SeriesRegistration", "ScanTiming", "field_rmse", "line_offsets", "others_means", "resample"]
@@ -189,11 +189,14 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     # neighbours, not the first frame: on a lattice a drift beyond half a cell is only known modulo the cell (a
     # lattice translate is the same answer to the estimator), a frame-to-frame step is well inside it
     pairs = pair_list(n, "previous", None)
-    measured = np.array([[*(e := pipe.estimate(stack[i], stack[j])).vector, e.sigma] for i, j in pairs])
+    measured = np.array([[*(e := pipe.estimate(stack[i], stack[j])).vector, e.sigma, e.confidence]
+                         for i, j in pairs])
+    measured, step_notes = steady_steps(measured, lambda i, guess: _estimate_near(pipe, stack[i], stack[i + 1],
+                                                                                 guess))
     shifts, sigma, _ = solve_positions(n, pairs, measured)
     if model == "rigid":
         field = np.broadcast_to(shifts[:, None, None, :], (n, h, w, 2)).copy()
-        return _finish(stack, field, sigma, model, None)
+        return _finish(stack, field, sigma, model, None, step_notes)
     timing = _timing(n, (h, w), metas, pixel_time_s, line_time_s, frame_time_s, serpentine)
     rows = strip_rows if strip_rows is not None else max(32, h // 8)
     try:
@@ -201,8 +204,8 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
                                                          smoothness)
     except _TooFewStrips as exc:  # the coarser model rather than none: one shift per frame
         field = np.broadcast_to(shifts[:, None, None, :], (n, h, w, 2)).copy()
-        return _finish(stack, field, sigma, "rigid", timing, (f"{exc}: the rigid model is used instead",))
-    notes = []
+        return _finish(stack, field, sigma, "rigid", timing, (*step_notes, f"{exc}: the rigid model is used instead"))
+    notes = list(step_notes)
     unmeasured = [k for k in range(1, n) if not np.isfinite(uncertainty[k])]
     if unmeasured:
         notes.append(f"model='scan': no strip of frame(s) {', '.join(map(str, unmeasured))} could be measured "
@@ -219,6 +222,21 @@ def register_series(frames: Any, *, model: str = "rigid", pixel_time_s: float | 
     if line_jitter:
         field += line_offsets(stack, field)[:, :, None, :]
     return _finish(stack, field, uncertainty, model, timing, tuple(notes), knots)
+
+
+def _estimate_near(pipe: Any, reference: np.ndarray, moving: np.ndarray, guess: np.ndarray) -> np.ndarray | None:
+    """``(dy, dx, sigma, confidence)`` of ``moving`` against ``reference``, measured on their overlap after the
+    whole pixels of ``guess`` (a content displacement); None when the overlap is under 16 px a side or the answer
+    is neither confident nor decided by the prior (:func:`_decided_by_prior`)."""
+    h, w = reference.shape
+    ly, lx = (int(round(v)) for v in guess)
+    r0, r1, c0, c1 = max(0, ly), h + min(0, ly), max(0, lx), w + min(0, lx)
+    if r1 - r0 < 16 or c1 - c0 < 16:
+        return None
+    s = pipe.estimate(reference[r0 - ly:r1 - ly, c0 - lx:c1 - lx], moving[r0:r1, c0:c1])
+    if not (np.all(np.isfinite(s.vector)) and (s.confidence >= 0.5 or _decided_by_prior(s))):
+        return None
+    return np.array([ly + s.dy, lx + s.dx, s.sigma, s.confidence])
 
 
 def _field(trajectory: Callable[[Any], np.ndarray], timing: ScanTiming, shape: tuple[int, int], n: int) -> np.ndarray:

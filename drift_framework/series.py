@@ -7,10 +7,11 @@ radial 1-σ; positions are relative to frame 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["pair_list", "solve_positions"]
+__all__ = ["pair_list", "solve_positions", "steady_steps"]
 
 
 def pair_list(n: int, reference: str, max_gap: int | None) -> list[tuple[int, int]]:
@@ -59,3 +60,38 @@ def solve_positions(n: int, pairs: list[tuple[int, int]], measured: np.ndarray, 
     sigma = np.concatenate([[0.0], np.sqrt(2 * np.diag(cov))])
     closure = float(np.sqrt(np.mean(np.sum(residual ** 2, axis=1))))
     return positions, sigma, closure
+
+
+#: a frame-to-frame step farther than this from the series' median step (and beyond 3 of its sigmas) is measured
+#: again around the median, px
+STEADY_STEP_PX = 1.5
+
+
+def steady_steps(measured: np.ndarray,
+                 remeasure: Callable[[int, np.ndarray], np.ndarray | None]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Frame-to-frame steps ``(n − 1, 4)`` (dy, dx, sigma, confidence) with those far from the steady drift
+    measured again around it, and a note for each step that was far.
+
+    A lattice makes a step known only modulo its cells: beyond half the shortest lattice vector per frame (4 px per
+    frame on 8 px cells) the estimator's answer nearest zero can be a translate of the true one, confidently.  The
+    series' median step predicts every step; ``remeasure(i, guess)`` measures step i → i + 1 again around the
+    prediction (what is left is well inside half a cell) and returns the row, or None when nothing confident came
+    of it.  A step that stays far (a real jump, or nothing confident) is kept, and said."""
+    if len(measured) < 3:
+        return measured, ()
+    median = np.median(measured[:, :2], axis=0)
+    out, notes = measured.copy(), []
+    for i, (dy, dx, sigma) in enumerate(measured[:, :3]):
+        if math.hypot(dy - median[0], dx - median[1]) <= max(STEADY_STEP_PX, 3 * sigma):
+            continue
+        again = remeasure(i, median)
+        if again is not None and math.hypot(*(again[:2] - median)) <= max(STEADY_STEP_PX, 3 * again[2]):
+            out[i] = again
+            notes.append(f"frames {i}→{i + 1}: the step ({dy:.2f}, {dx:.2f}) px lay far from the series' steady "
+                         f"drift ({median[0]:.2f}, {median[1]:.2f}) px per frame (on a lattice, a translate of it); "
+                         f"measured again around it: ({again[0]:.2f}, {again[1]:.2f}) px")
+        else:
+            notes.append(f"frames {i}→{i + 1}: the step ({dy:.2f}, {dx:.2f}) px is far from the series' steady drift "
+                         f"({median[0]:.2f}, {median[1]:.2f}) px per frame and was kept (a jump, or a lattice "
+                         "translate nothing confident ruled out)")
+    return out, tuple(notes)

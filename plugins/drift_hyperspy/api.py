@@ -63,6 +63,8 @@ def correct_signal(signal, pipeline="classical", *, reference: str = "first", ma
     frames = _frame_getter(signal, region)
     result = estimate_shifts(frames, n, pipeline, reference=reference, max_gap=max_gap, scheduler=scheduler,
                              progress=(lambda done, total: progress("measuring", done, total)) if progress else None)
+    if notes is not None:
+        notes.extend(result.notes)  # steps measured again around the series' steady drift
     shape = signal.axes_manager.signal_shape[::-1]
     origin, out_shape = output_grid(shape, result.shifts, mode)
     if getattr(signal, "_lazy", False):

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from drift_framework.series import pair_list, solve_positions
+from drift_framework.series import pair_list, solve_positions, steady_steps
 
 REFERENCES = ("first", "previous", "all-pairs")
 MODES = ("crop", "expand", "fill")
@@ -33,6 +33,7 @@ class Shifts:
     pairs: list = field(default_factory=list)
     closure_px: float = math.nan  # all-pairs: RMS of the measurements' disagreement with the solved positions
     pair_sigma_px: float = math.nan  # all-pairs: median 1-σ of one pair measurement (what noise explains)
+    notes: tuple[str, ...] = ()  # frame-to-frame steps measured again around the series' steady drift
 
     def as_rows(self, pixel_size_nm: float = math.nan) -> list[dict]:
         return [{"frame": i, "dy_px": float(d[0]), "dx_px": float(d[1]), "sigma_px": float(s),
@@ -61,28 +62,41 @@ def _spec_key(spec) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def estimate_pair(spec_key: str, a, b) -> tuple:
-    """One measurement ``(dy, dx, sigma, confidence)`` of frame b against frame a (runs on dask workers too)."""
-    s = _pipeline(spec_key).estimate(np.asarray(a, np.float32), np.asarray(b, np.float32))
+def estimate_pair(spec_key: str, a, b, guess=(0.0, 0.0)) -> tuple:
+    """One measurement ``(dy, dx, sigma, confidence)`` of frame b against frame a (runs on dask workers too), on
+    their overlap after the whole pixels of ``guess`` (a predicted content displacement: what is left to measure is
+    then well inside half a lattice cell, where a lattice translate is not the nearer answer)."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    ly, lx = (int(round(v)) for v in guess)
+    h, w = a.shape[:2]
+    r0, r1, c0, c1 = max(0, ly), h + min(0, ly), max(0, lx), w + min(0, lx)
+    if (ly or lx) and min(r1 - r0, c1 - c0) >= 16:
+        a, b = a[r0 - ly:r1 - ly, c0 - lx:c1 - lx], b[r0:r1, c0:c1]
+    else:
+        ly = lx = 0
+    s = _pipeline(spec_key).estimate(a, b)
     sigma = s.sigma if math.isfinite(s.sigma) else 0.5
     confidence = s.confidence if math.isfinite(s.confidence) else 0.5
-    return s.dy, s.dx, sigma, confidence
+    return ly + s.dy, lx + s.dx, sigma, confidence
 
 
-def measure(frames, n: int, pairs, spec, *, scheduler: str | None = None, progress=None) -> np.ndarray:
-    """Measure every pair; ``frames(i)`` returns frame i (an array, or a dask array for lazy data).
+def measure(frames, n: int, pairs, spec, *, guesses=None, scheduler: str | None = None,
+            progress=None) -> np.ndarray:
+    """Measure every pair; ``frames(i)`` returns frame i (an array, or a dask array for lazy data); ``guesses``
+    (one per pair) are predicted displacements to measure around (:func:`estimate_pair`).
 
     ``scheduler``: None runs in this process, frame by frame (bounded memory); ``threads``/``processes``/
     ``synchronous`` use dask's local schedulers; ``tcp://host:port`` uses a running dask.distributed cluster.
     """
     key = _spec_key(spec)
+    guesses = [(0.0, 0.0)] * len(pairs) if guesses is None else [tuple(map(float, g)) for g in guesses]
     if scheduler is None:
         out, cache = [], {}
         for k, (i, j) in enumerate(pairs):
             for idx in (i, j):
                 if idx not in cache:
                     cache[idx] = np.asarray(frames(idx))
-            out.append(estimate_pair(key, cache[i], cache[j]))
+            out.append(estimate_pair(key, cache[i], cache[j], guesses[k]))
             for idx in list(cache):  # keep only the frames of the next pair: memory stays at ~3 frames
                 if all(idx not in p for p in pairs[k + 1:k + 2]):
                     del cache[idx]
@@ -91,7 +105,7 @@ def measure(frames, n: int, pairs, spec, *, scheduler: str | None = None, progre
         return np.array(out, float).reshape(-1, 4)
     import dask
 
-    tasks = [dask.delayed(estimate_pair)(key, frames(i), frames(j)) for i, j in pairs]
+    tasks = [dask.delayed(estimate_pair)(key, frames(i), frames(j), g) for (i, j), g in zip(pairs, guesses)]
     if scheduler.startswith("tcp://"):
         from distributed import Client
 
@@ -112,7 +126,22 @@ def estimate_shifts(frames, n: int, pipeline="classical", *, reference: str = "f
     if reference == "all-pairs" and max_gap is None and n > 30:
         max_gap = 8  # 8 neighbours per frame: enough redundancy, linear cost
     pairs = pair_list(n, reference, max_gap)
-    m = measure(frames, n, pairs, pipeline, scheduler=scheduler, progress=progress)
+    # the frame-to-frame chain first: its steps are well inside half a lattice cell, so it predicts every pair;
+    # a pair measured around its prediction cannot slip by a cell (against the first frame it did once the
+    # drift passed half a cell, with confidence 1)
+    steps = pair_list(n, "previous", None)
+    chained = set(steps)
+    rest = [pair for pair in pairs if pair not in chained]  # the chain's own pairs are measured once
+    total = len(steps) + len(rest)
+    chain_m = measure(frames, n, steps, pipeline, scheduler=scheduler,
+                      progress=(lambda done, _: progress(done, total)) if progress else None)
+    chain_m, notes = steady_steps(chain_m, lambda i, guess: _confident(estimate_pair(
+        _spec_key(pipeline), frames(i), frames(i + 1), guess)))
+    chain = np.vstack([np.zeros((1, 2)), np.cumsum(chain_m[:, :2], axis=0)])
+    rest_m = measure(frames, n, rest, pipeline, guesses=[chain[j] - chain[i] for i, j in rest], scheduler=scheduler,
+                     progress=(lambda done, _: progress(len(steps) + done, total)) if progress else None)
+    measured = {**dict(zip(steps, chain_m)), **dict(zip(rest, rest_m))}
+    m = np.array([measured[pair] for pair in pairs], float).reshape(-1, 4)
     conf = np.ones(n)
     if reference == "first":
         pos = np.vstack([np.zeros((1, 2)), m[:, :2]])
@@ -126,8 +155,13 @@ def estimate_shifts(frames, n: int, pipeline="classical", *, reference: str = "f
         pos, sigma, closure = solve_positions(n, pairs, m)
         for j in range(1, n):
             conf[j] = max(m[k, 3] for k, (a, b) in enumerate(pairs) if j in (a, b))
-        return Shifts(pos, sigma, conf, reference, pipeline, pairs, closure, float(np.median(m[:, 2])))
-    return Shifts(pos, sigma, conf, reference, pipeline, pairs)
+        return Shifts(pos, sigma, conf, reference, pipeline, pairs, closure, float(np.median(m[:, 2])), notes)
+    return Shifts(pos, sigma, conf, reference, pipeline, pairs, notes=notes)
+
+
+def _confident(measured: tuple) -> np.ndarray | None:
+    """A measurement ``(dy, dx, sigma, confidence)`` when it is confident (≥ 0.5), else None."""
+    return np.array(measured, float) if measured[3] >= 0.5 else None
 
 
 def closure_hint(closure_px: float, pair_sigma_px: float) -> str | None:
