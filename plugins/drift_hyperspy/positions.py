@@ -138,7 +138,11 @@ def estimate_shifts(frames, n: int, pipeline="classical", *, reference: str = "f
     chain_m, notes = steady_steps(chain_m, lambda i, guess: _confident(estimate_pair(
         _spec_key(pipeline), frames(i), frames(i + 1), guess)))
     chain = np.vstack([np.zeros((1, 2)), np.cumsum(chain_m[:, :2], axis=0)])
-    rest_m = measure(frames, n, rest, pipeline, guesses=[chain[j] - chain[i] for i, j in rest], scheduler=scheduler,
+    # only across confident steps: across a doubtful one the chain may have slipped by a cell (at low SNR), and the
+    # pair's own answer is the better one (all-pairs' cure for a chain's slips)
+    trusted = chain_m[:, 3] >= 0.5
+    guesses = [chain[j] - chain[i] if trusted[i:j].all() else np.zeros(2) for i, j in rest]
+    rest_m = measure(frames, n, rest, pipeline, guesses=guesses, scheduler=scheduler,
                      progress=(lambda done, _: progress(len(steps) + done, total)) if progress else None)
     measured = {**dict(zip(steps, chain_m)), **dict(zip(rest, rest_m))}
     m = np.array([measured[pair] for pair in pairs], float).reshape(-1, 4)
