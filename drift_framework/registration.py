@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .assembly import load_pipeline
-from .series import pair_list, solve_positions, steady_steps
+from .series import overlap_after, pair_list, solve_positions, steady_steps
 from .types import Frame, ResampledReference
 
 __all__ = ["register_series", "SeriesRegistration", "ScanTiming", "field_rmse", "line_offsets", "others_means", "resample"]
@@ -228,12 +228,11 @@ def _estimate_near(pipe: Any, reference: np.ndarray, moving: np.ndarray, guess: 
     """``(dy, dx, sigma, confidence)`` of ``moving`` against ``reference``, measured on their overlap after the
     whole pixels of ``guess`` (a content displacement); None when the overlap is under 16 px a side or the answer
     is neither confident nor decided by the prior (:func:`_decided_by_prior`)."""
-    h, w = reference.shape
-    ly, lx = (int(round(v)) for v in guess)
-    r0, r1, c0, c1 = max(0, ly), h + min(0, ly), max(0, lx), w + min(0, lx)
-    if r1 - r0 < 16 or c1 - c0 < 16:
+    cut = overlap_after(reference, moving, guess)
+    if cut is None:
         return None
-    s = pipe.estimate(reference[r0 - ly:r1 - ly, c0 - lx:c1 - lx], moving[r0:r1, c0:c1])
+    ref, mov, (ly, lx) = cut
+    s = pipe.estimate(ref, mov)
     if not (np.all(np.isfinite(s.vector)) and (s.confidence >= 0.5 or _decided_by_prior(s))):
         return None
     return np.array([ly + s.dy, lx + s.dx, s.sigma, s.confidence])

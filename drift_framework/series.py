@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["pair_list", "solve_positions", "steady_steps"]
+__all__ = ["overlap_after", "pair_list", "solve_positions", "steady_steps"]
 
 
 def pair_list(n: int, reference: str, max_gap: int | None) -> list[tuple[int, int]]:
@@ -60,6 +60,19 @@ def solve_positions(n: int, pairs: list[tuple[int, int]], measured: np.ndarray, 
     sigma = np.concatenate([[0.0], np.sqrt(2 * np.diag(cov))])
     closure = float(np.sqrt(np.mean(np.sum(residual ** 2, axis=1))))
     return positions, sigma, closure
+
+
+def overlap_after(reference: np.ndarray, moving: np.ndarray,
+                  guess: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+    """The parts of ``reference`` and ``moving`` that show the same content once the whole pixels ``(ly, lx)`` of
+    ``guess`` (a content displacement of ``moving``) are taken out, and those pixels; None when the overlap is under
+    16 px a side.  What is left to measure between them is ``guess``'s fraction, well inside half a lattice cell."""
+    h, w = reference.shape[:2]
+    ly, lx = (int(round(float(v))) for v in guess)
+    r0, r1, c0, c1 = max(0, ly), h + min(0, ly), max(0, lx), w + min(0, lx)
+    if r1 - r0 < 16 or c1 - c0 < 16:
+        return None
+    return reference[r0 - ly:r1 - ly, c0 - lx:c1 - lx], moving[r0:r1, c0:c1], (ly, lx)
 
 
 #: a frame-to-frame step farther than this from the series' median step (and beyond 3 of its sigmas) is measured

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from drift_framework.series import pair_list, solve_positions, steady_steps
+from drift_framework.series import overlap_after, pair_list, solve_positions, steady_steps
 
 REFERENCES = ("first", "previous", "all-pairs")
 MODES = ("crop", "expand", "fill")
@@ -67,13 +67,7 @@ def estimate_pair(spec_key: str, a, b, guess=(0.0, 0.0)) -> tuple:
     their overlap after the whole pixels of ``guess`` (a predicted content displacement: what is left to measure is
     then well inside half a lattice cell, where a lattice translate is not the nearer answer)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    ly, lx = (int(round(v)) for v in guess)
-    h, w = a.shape[:2]
-    r0, r1, c0, c1 = max(0, ly), h + min(0, ly), max(0, lx), w + min(0, lx)
-    if (ly or lx) and min(r1 - r0, c1 - c0) >= 16:
-        a, b = a[r0 - ly:r1 - ly, c0 - lx:c1 - lx], b[r0:r1, c0:c1]
-    else:
-        ly = lx = 0
+    a, b, (ly, lx) = overlap_after(a, b, np.asarray(guess)) or (a, b, (0, 0))
     s = _pipeline(spec_key).estimate(a, b)
     sigma = s.sigma if math.isfinite(s.sigma) else 0.5
     confidence = s.confidence if math.isfinite(s.confidence) else 0.5
