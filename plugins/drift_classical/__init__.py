@@ -91,6 +91,12 @@ def drift_estimators():
                   "Upsampled-DFT refinement (Guizar-Sicairos 2008)"),
         Component("gauss-newton", _estimator("GaussNewton"),
                   {**base, "taper_px": Param("float", 8.0, "Smooth taper width at the overlap's edge", ge=0),
+                   "noisy_taper_px": Param("float", 2.0, "Where the first pass's noise is beyond the sharper "
+                                           "pass's reach, refined again under this taper: more of the overlap's "
+                                           "information, its sharp edge's bias buried in that noise (null: never)",
+                                           ge=0, nullable=True),
+                   "noisy_lowpass_px": Param("float", 1.5, "The low-pass of that second refinement (px; null: none)",
+                                             gt=0, nullable=True),
                    "iterations": Param("int", 12, "Newton iterations", ge=1, le=100),
                    "margin_px": Param("int", 3, "Border kept beyond the initial shift (the Newton steps' room)",
                                       ge=2, le=32),

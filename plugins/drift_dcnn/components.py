@@ -80,8 +80,7 @@ class DCNNRegressor:
         self.refiner = None
         self.candidates: Pipeline | None = None
         if params.get("refine", True):
-            spec = ComponentSpec("estimator", "gauss-newton", {"max_shift_px": None, "taper_px": 8.0,
-                                                               "iterations": 12, "margin_px": 3, "lowpass_px": 2.0})
+            spec = ComponentSpec("estimator", "gauss-newton", {"max_shift_px": None})  # classical's refinement
             self.refiner = build_component(spec)
             # the classical preset: the coarse stage beyond the network's reach
             classical: dict = {"preset": "classical"}
