@@ -478,6 +478,16 @@ class CandidateScorer(Protocol):
 
 
 @runtime_checkable
+class DoubtReviewer(Protocol):
+    """An estimator that looks again at a doubtful answer (confidence < 0.5) of any pipeline on the same frames.
+
+    ``review_doubtful(reference, moving, shift)`` returns ``shift`` itself or another answer, with the first among
+    its candidates; learned estimators pass their doubtful answers through their refiner's."""
+
+    def review_doubtful(self, reference: np.ndarray, moving: np.ndarray, shift: Shift) -> Shift: ...
+
+
+@runtime_checkable
 class CentralView(Protocol):
     """An estimator that reads only small lags of the correlation map, so the denoiser and the correlator need
     only a central crop of the frames: ``view_px`` is the crop's side (``None``: the whole frames).  The frames as

@@ -244,6 +244,25 @@ def test_noisy_answers_are_refined_again_under_a_narrow_taper_and_a_light_low_pa
                               _vector(wide_only.estimate(p.reference, p.moving)))
 
 
+def test_a_doubtful_answer_yields_to_the_weighted_correlations_peak_nearer_zero():
+    """Dark columns at 2 e/px: the map's highest peak was noise, 12 px from the shift, and the shift was not among its
+    candidates (the network's answer was 3.5 px off). The content-weighted correlation's highest peak is the shift:
+    it is the answer now, without confidence, the map's answer its rival."""
+    from conftest import simulator_source
+
+    source = simulator_source(lattice="perovskite", intensities=[1.0, 0.39], spacing_px=[8.0, 16.0], rotation_deg=None,
+                              shape=[128, 128], contrast="dark", noise={"kind": "poisson", "dose": 2.0})
+    pair = list(source.pairs(5, seed=2053, crlb=False))[4]
+    s = df.load_pipeline("classical").estimate(pair.reference, pair.moving)
+    assert np.hypot(*(_vector(s) - pair.shift)) < 0.5, (s, pair.shift)
+    assert s.confidence < 0.5 and s.candidates
+    rival = np.array(s.candidates[0])
+    assert np.hypot(*(rival - pair.shift)) > 10  # the map's own answer, listed
+    # the learned pipeline: its network answered near zero, as doubtful; the weighted peak decides between them
+    learned = df.load_pipeline("dcnn").estimate(pair.reference, pair.moving)
+    assert np.hypot(*(_vector(learned) - pair.shift)) < 0.5 and learned.confidence < 0.5
+
+
 def test_poisson_counts_are_recognised_and_other_integer_images_are_not(rng):
     """Counts are non-negative integers whose noise variance is their mean; an 8-bit photograph, a detector's
     digital units (gain and offset) and scaled counts are not, and are left as they are."""

@@ -9,7 +9,7 @@ import numpy as np
 from drift_framework.assembly import build_component, load_pipeline
 from drift_framework.pipeline import Pipeline
 from drift_framework.recipe import ComponentSpec
-from drift_framework.types import BatchDenoiser, CandidateScorer, CorrelationMap, Shift, doubted
+from drift_framework.types import BatchDenoiser, CandidateScorer, CorrelationMap, DoubtReviewer, Shift, doubted
 
 from . import weights
 
@@ -118,7 +118,14 @@ class DCNNRegressor:
         coarse = self._from_candidates(cmap, self.candidates)
         # beyond the network's reach its answer is no evidence, however the confidences compare
         beyond = math.hypot(coarse.dy, coarse.dx) > self.reach
-        return coarse if coarse.confidence >= 0.5 or beyond or coarse.confidence > learned.confidence else learned
+        # between two answers neither trusts, the content-weighted correlation's peak (classical's second look)
+        weighted = bool(coarse.meta.get("weighted_peak"))
+        if coarse.confidence >= 0.5 or beyond or coarse.confidence > learned.confidence or weighted:
+            return coarse
+        if isinstance(self.refiner, DoubtReviewer):  # as doubtful as classical's answer: looked at as it was
+            raw = cmap.raw if cmap.raw is not None else (cmap.reference, cmap.moving)
+            return self.refiner.review_doubtful(raw[0], raw[1], learned)
+        return learned
 
     def _from_candidates(self, cmap: CorrelationMap, classical: Pipeline) -> Shift:
         """The correlation's candidate analysis on the frames as acquired (the classical pipeline's reading)."""
