@@ -213,8 +213,7 @@ def weighted_peak(reference: np.ndarray, moving: np.ndarray, max_shift_px: float
     m = moving - moving.mean(dtype=np.float64)
     fr, fm = sfft.rfft2(r, workers=WORKERS), sfft.rfft2(m, workers=WORKERS)
     noise = 0.5 * (unc.noise_std(reference) ** 2 + unc.noise_std(moving) ** 2) * r.size
-    power = ndimage.uniform_filter(0.5 * (np.abs(fr) ** 2 + np.abs(fm) ** 2), 3, mode=("wrap", "nearest"))
-    signal = np.maximum(power - noise, 0.0)
+    signal = _content_power(np.abs(fr) ** 2, np.abs(fm) ** 2, noise)
     if not np.any(signal > 0):
         return None
     c = sfft.fftshift(sfft.irfft2(np.conj(fr) * fm * (signal / (2 * signal + noise)), s=r.shape, workers=WORKERS))
@@ -542,6 +541,13 @@ def _weighted_noise_gain(shape, sigma_px: float, weight: np.ndarray) -> tuple[fl
     return float(np.sum(g2 * ky2[:, None]) / n), float(np.sum(g2 * kx2[None, :]) / n)
 
 
+def _content_power(power_r: np.ndarray, power_m: np.ndarray, noise: float) -> np.ndarray:
+    """The content's power in each bin of a half spectrum: both frames' power (the same specimen), averaged over
+    3 × 3 bins, less the white ``noise`` power; never below 0."""
+    mean = ndimage.uniform_filter(0.5 * (power_r + power_m), 3, mode=("wrap", "nearest"))
+    return np.maximum(mean - noise, 0.0)
+
+
 def _content_weight(fr: np.ndarray, conj_a: np.ndarray, taper_energy: float, reference: np.ndarray,
                     moving: np.ndarray) -> np.ndarray:
     """Wiener weight ``S / (S + N)`` of the reference's half spectrum ``fr``: ``S`` the content's power, from both
@@ -553,9 +559,8 @@ def _content_weight(fr: np.ndarray, conj_a: np.ndarray, taper_energy: float, ref
     n = moving.size
     var_r, var_m = unc.noise_std(reference) ** 2, unc.noise_std(moving) ** 2
     gain = n / max(taper_energy, 1e-30)  # the tapered frame's power, as the whole frame's
-    power = 0.5 * (fr.real ** 2 + fr.imag ** 2 + gain * (conj_a.real ** 2 + conj_a.imag ** 2))
-    power = ndimage.uniform_filter(power, 3, mode=("wrap", "nearest"))
-    signal = np.maximum(power - 0.5 * (var_r + var_m) * n, 0.0)
+    signal = _content_power(fr.real ** 2 + fr.imag ** 2, gain * (conj_a.real ** 2 + conj_a.imag ** 2),
+                            0.5 * (var_r + var_m) * n)
     weight = signal / (signal + max(var_r * n, 1e-30))
     weight[0, 0] = 1.0
     return weight.astype(np.float32)
